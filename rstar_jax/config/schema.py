@@ -1,0 +1,350 @@
+"""The typed configuration schema.
+
+Every section is a frozen dataclass; `Config` nests them. YAML files under
+`configs/` state only the values that differ from these defaults (through a
+`base_config:` chain), and the command line overrides single values with
+dotted `section.key=value` arguments. The loader (`loader.py`) validates every
+key and type against this schema, so a misspelt key or a wrong type is an
+error before anything runs.
+
+Defaults describe a sensible single-host run of the real method; the `tiny`
+model preset and the demo configs scale it down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+# Logical axis -> mesh axes. An empty list means replicated. The layers only
+# ever name logical axes; these tables are the one place that maps them onto
+# the mesh ('data', 'fsdp', 'tensor').
+DEFAULT_TRAINING_RULES: Dict[str, List[str]] = {
+    "activation_batch": ["data", "fsdp"],
+    "activation_length": [],
+    "activation_embed": [],
+    "activation_heads": ["tensor"],
+    "activation_kv_heads": ["tensor"],
+    "activation_mlp": ["tensor"],
+    "activation_vocab": ["tensor"],
+    "embed": ["fsdp"],
+    "vocab": ["tensor"],
+    "heads": ["tensor"],
+    "kv_heads": ["tensor"],
+    "head_dim": [],
+    "mlp": ["tensor"],
+    "norm": [],
+    "layers": [],
+    "cache_batch": ["data", "fsdp"],
+    "cache_length": [],
+    "cache_heads": ["tensor"],
+    "cache_head_dim": [],
+}
+
+# Inference keeps whole weights per data replica (no fsdp gather per token)
+# and shards the KV cache over the batch.
+DEFAULT_INFERENCE_RULES: Dict[str, List[str]] = {
+    **DEFAULT_TRAINING_RULES,
+    "activation_batch": ["data", "fsdp"],
+    "embed": [],
+    "cache_batch": ["data", "fsdp"],
+}
+
+
+def _rules(table: Dict[str, List[str]]):
+    return field(default_factory=lambda: {k: list(v) for k, v in table.items()})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Decoder architecture (Qwen2 and Llama families) and numerics.
+
+    When `hf_dir` is set, the architecture numbers are read from its
+    `config.json` and the values here are ignored except the dtypes.
+    """
+
+    name: str = "tiny"
+    family: str = "qwen2"  # qwen2 | llama
+    vocab_size: int = 512
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: Optional[int] = None  # None: hidden_size // num_heads
+    max_position_embeddings: int = 2048
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    attention_bias: bool = True  # q/k/v bias: Qwen2 yes, Llama no
+    tie_word_embeddings: bool = True
+    param_dtype: str = "float32"  # float32 | bfloat16
+    compute_dtype: str = "float32"  # float32 | bfloat16
+    remat: bool = False
+    hf_dir: Optional[str] = None  # HF model directory (config.json + weights)
+    tokenizer_dir: Optional[str] = None  # HF tokenizer directory
+    checkpoint: Optional[str] = None  # our checkpoint directory to load
+    add_special_tokens: bool = True  # add the rStar step tags (spec section 2)
+
+
+@dataclass(frozen=True)
+class PPMConfig:
+    """Process Preference Model head and score transform.
+
+    The transform is applied identically in training and in scoring:
+    `none` (raw linear output), `tanh` (the paper), `tanh_scaled`
+    (tanh(r / score_scale), the reference's inference-time transform).
+    """
+
+    score_transform: str = "tanh"  # none | tanh | tanh_scaled
+    score_scale: float = 5.0
+    checkpoint: Optional[str] = None
+    init_from: str = "policy"  # policy | base  (spec section 6)
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """`jax.distributed.initialize` arguments; unset values come from the
+    usual environment (cluster auto-detection). Skipped on one process."""
+
+    enabled: str = "auto"  # auto | on | off
+    coordinator_address: Optional[str] = None
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+    local_device_ids: Optional[List[int]] = None
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh ('data', 'fsdp', 'tensor'); one axis may be -1 (the rest)."""
+
+    data: int = 1
+    fsdp: int = -1
+    tensor: int = 1
+    training_rules: Dict[str, List[str]] = _rules(DEFAULT_TRAINING_RULES)
+    inference_rules: Dict[str, List[str]] = _rules(DEFAULT_INFERENCE_RULES)
+    # Report a model whose parameters are mostly replicated; refuse it when
+    # `refuse_replicated` (a mesh with more than one device only).
+    max_replicated_fraction: float = 0.5
+    refuse_replicated: bool = False
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The batched generation engine (fixed slots, bucketed prompts)."""
+
+    num_slots: int = 64
+    max_seq_len: int = 4096
+    prefill_buckets: List[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
+    decode_steps_per_call: int = 8
+    max_new_tokens: int = 1024
+    prefix_cache: bool = True
+    prefix_cache_tokens: int = 1 << 20
+    truncation: str = "error"  # error | left | right (for over-long prompts)
+    score_batch_size: int = 64  # PPM scoring batch
+
+
+@dataclass(frozen=True)
+class MCTSConfig:
+    """Search budgets and rules (spec section 4). Defaults: round 1."""
+
+    mode: str = "mcts"  # mcts | greedy | best_of_n | beam
+    rollouts: int = 8
+    candidates: int = 5
+    max_depth: int = 16
+    c_puct: float = 2.0
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    max_new_tokens_per_step: int = 512
+    errors_threshold: int = 2
+    # Where terminal values come from: `gold` (training-data generation,
+    # +1/-1 from the gold answer) or `ppm` (inference, no gold answer).
+    terminal_value: str = "gold"  # gold | ppm
+    ppm_init_value: bool = False  # PPM-augmented (rounds 3-4)
+    keep_first_answer_only: bool = True  # the reference's rule
+    second_tree_for_unsolved: bool = False
+    unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
+    unsolved_seeds: int = 0  # extra independent trees for unsolved problems
+    trees_in_flight: int = 64
+    beam_width: int = 4
+    best_of_n: int = 8
+    few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """The sandboxed process pool that runs step code (spec section 3)."""
+
+    num_workers: int = 2
+    start_method: str = "forkserver"  # forkserver | spawn
+    timeout_s: float = 30.0
+    memory_limit_mb: int = 2048
+    cpu_limit_s: int = 60
+    file_size_limit_mb: int = 16
+    max_processes: int = 64
+    max_output_chars: int = 1_000_000  # raw capture cap before truncation
+    observation_chars: int = 1024
+    preload_modules: List[str] = field(default_factory=lambda: ["math", "numpy", "sympy", "fractions"])
+    cache_size: int = 100_000
+    no_network: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Problem sources and prompt templates."""
+
+    source: str = "jsonl"  # jsonl | tfds | arith
+    path: Optional[str] = None
+    split: str = "train"
+    limit: Optional[int] = None
+    test_path: Optional[str] = None
+    test_limit: Optional[int] = None
+    # Prompt template (spec section 2). `assistant_sep` is the text between
+    # the question and `<|assistant|>`; the reference infers with "\n\n" and
+    # trains with "\n". We use one everywhere (see docs).
+    assistant_sep: str = "\n\n"
+    # Arithmetic word-problem generator (the embedded demo).
+    arith_seed: int = 0
+    arith_count: int = 256
+    arith_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    arith_test_seed: int = 1_000_003
+    arith_test_count: int = 128
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One training stage's optimisation settings."""
+
+    learning_rate: float = 7e-6
+    schedule: str = "linear"  # linear | constant | cosine
+    warmup_steps: int = 0
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    batch_size: int = 128
+    grad_accum: int = 1
+    epochs: float = 2.0
+    max_steps: Optional[int] = None
+    seq_len: int = 4096
+    b1: float = 0.9
+    b2: float = 0.95
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Policy SFT and PPM training (spec section 6)."""
+
+    seed: int = 0
+    sft: OptimConfig = field(default_factory=OptimConfig)
+    ppm: OptimConfig = field(
+        default_factory=lambda: OptimConfig(batch_size=512, epochs=1.0)
+    )
+    ppm_loss: str = "bt"  # bt (pairwise Bradley-Terry) | pqm (MSE on Q)
+    sft_init: str = "base"  # base | previous  (every round from the base model)
+    batching: str = "bucket"  # bucket | pack
+    length_buckets: List[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
+    log_every: int = 10
+    eval_every: int = 0  # 0: off
+    eval_fraction: float = 0.0
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class EvolveConfig:
+    """Self-evolution rounds (spec section 1)."""
+
+    round: int = 1
+    num_rounds: int = 4
+    # Per-round config files (relative to this file's directory); empty
+    # means this file is itself the config of one round.
+    rounds: List[str] = field(default_factory=list)
+    base_policy: Optional[str] = None  # checkpoint or HF dir of the base model
+    bootstrap_policy: Optional[str] = None  # round-1 policy if not the base
+    ppm_init: str = "policy"  # policy | base
+    stages: List[str] = field(
+        default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
+    )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation harness."""
+
+    benchmarks: List[str] = field(default_factory=lambda: ["math500"])
+    data_dir: Optional[str] = None
+    method: str = "greedy"  # greedy | majority | best_of_n | beam | mcts_ppm
+    k: int = 8
+    limit: Optional[int] = None
+    bootstrap_samples: int = 1000
+    top_k_vote: int = 4
+    grade_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Orbax checkpointing."""
+
+    dir: Optional[str] = None
+    keep: int = 3
+    save_every: int = 500
+    async_save: bool = True
+    export_bf16: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Logging and progress display."""
+
+    level: str = "INFO"
+    progress: bool = True  # progress bars (only on a TTY)
+    jsonl: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of one command."""
+
+    seed: int = 0
+    run_name: str = "rstar"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ppm: PPMConfig = field(default_factory=PPMConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    mcts: MCTSConfig = field(default_factory=MCTSConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evolve: EvolveConfig = field(default_factory=EvolveConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# Values restricted to a closed set, checked after type validation.
+CHOICES: Dict[str, tuple] = {
+    "model.family": ("qwen2", "llama"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.compute_dtype": ("float32", "bfloat16"),
+    "ppm.score_transform": ("none", "tanh", "tanh_scaled"),
+    "ppm.init_from": ("policy", "base"),
+    "mesh.distributed.enabled": ("auto", "on", "off"),
+    "engine.truncation": ("error", "left", "right"),
+    "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
+    "mcts.terminal_value": ("gold", "ppm"),
+    "executor.start_method": ("forkserver", "spawn"),
+    "data.source": ("jsonl", "tfds", "arith"),
+    "train.ppm_loss": ("bt", "pqm"),
+    "train.sft_init": ("base", "previous"),
+    "train.batching": ("bucket", "pack"),
+    "train.sft.schedule": ("linear", "constant", "cosine"),
+    "train.ppm.schedule": ("linear", "constant", "cosine"),
+    "evolve.ppm_init": ("policy", "base"),
+    "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+
+
+def replace(cfg, **changes):
+    """`dataclasses.replace` re-exported for frozen sections."""
+    return dataclasses.replace(cfg, **changes)
