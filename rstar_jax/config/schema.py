@@ -211,6 +211,12 @@ class DataConfig:
     arith_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arith_test_seed: int = 1_000_003
     arith_test_count: int = 128
+    # The demo's pretraining corpus of imperfect solutions (data/corpus.py):
+    # its own problem stream, and per level 1..4 the share of wrong solutions.
+    arith_corpus_seed: int = 7_000_001
+    arith_corpus_count: int = 4096
+    arith_error_rates: List[float] = field(default_factory=lambda: [0.15, 0.3, 0.5, 0.7])
+    tokenizer_vocab_size: int = 512  # the demo BPE's size (special tokens included)
 
 
 @dataclass(frozen=True)
