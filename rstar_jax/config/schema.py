@@ -271,6 +271,19 @@ class EvolveConfig:
     stages: List[str] = field(
         default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
     )
+    # Round 0, before round 1: e.g. [world, pretrain, eval] for the demo
+    # (make the world, pretrain the base model, measure its greedy accuracy);
+    # [eval] for a real base model; [] to skip.
+    base_stages: List[str] = field(default_factory=list)
+    # Round 0 `pretrain`: the base model trained from scratch on the world's
+    # corpus (the demo's stand-in for a pretrained base model).
+    pretrain: OptimConfig = field(
+        default_factory=lambda: OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                                            weight_decay=0.01, batch_size=32, epochs=2.0, seq_len=512)
+    )
+    # Stage name -> "package.module:function" replacing the built-in stage
+    # (custom stages, and the fakes the tests plug in).
+    stage_functions: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -346,6 +359,7 @@ CHOICES: Dict[str, tuple] = {
     "train.sft.schedule": ("linear", "constant", "cosine"),
     "train.ppm.schedule": ("linear", "constant", "cosine"),
     "evolve.ppm_init": ("policy", "base"),
+    "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
