@@ -15,6 +15,7 @@ import datetime
 import importlib
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -67,6 +68,22 @@ def _relative(outputs: Mapping[str, str], base: str) -> Dict[str, str]:
     return rel
 
 
+def _process() -> tuple:
+    """(index, count) of this JAX process; (0, 1) when JAX was never imported."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process of a multi-host run (no-op on one process)."""
+    if _process()[1] > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def run_stage(spec: StageSpec, run_dir: str, revision: Optional[str]) -> Dict[str, Any]:
     """Runs one stage and writes its manifest; returns the manifest."""
     ctx = StageContext(cfg=spec.cfg, run_dir=run_dir, round=spec.round, stage=spec.name)
@@ -90,7 +107,12 @@ def run_stage(spec: StageSpec, run_dir: str, revision: Optional[str]) -> Dict[st
         "timings": {"started": started, "finished": _now(), "wall_s": round(wall, 3)},
         "git_revision": revision,
     }
-    write_manifest(ctx.out_dir, manifest)
+    # On a pod every process runs the stage on its shard; the stage is done
+    # when all are, and process 0 alone records it.
+    _barrier(f"{spec.id}:finished")
+    if _process()[0] == 0:
+        write_manifest(ctx.out_dir, manifest)
+    _barrier(f"{spec.id}:recorded")
     log.info("%s: done in %.1f s %s", spec.id, wall, manifest["counts"])
     return manifest
 
