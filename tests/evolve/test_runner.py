@@ -191,3 +191,28 @@ def test_cli_errors_exit_2(configs, tmp_path):
                           (["evolve.stage_functions.search=nope:fn"], "cannot load")):
         out = subprocess.run(base + extra, env=env, capture_output=True, text=True)
         assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
+    """configs/demo/evolve.yaml end to end: real world and problems stages,
+    fake model stages (the real ones are exercised by the slow demo test)."""
+    fakes = [f"evolve.stage_functions.{s}=evolve_fakes:{'evaluate' if s == 'eval' else s}"
+             for s in ("pretrain", "search", "extract", "sft", "ppm", "eval")]
+    small = ["data.arith_count=8", "data.arith_test_count=4", "data.arith_corpus_count=100"]
+    demo = str(REPO / "configs/demo/evolve.yaml")
+    plan = build_plan(demo)
+    assert [s.id for s in plan][:3] == ["round0.world", "round0.pretrain", "round0.eval"]
+    r = {s.round: s.cfg for s in plan}
+    assert (r[1].mcts.errors_threshold, r[2].mcts.errors_threshold) == (2, 1)
+    assert r[3].mcts.ppm_init_value and not r[2].mcts.ppm_init_value
+    assert r[4].mcts.rollouts > r[3].mcts.rollouts and r[4].mcts.unsolved_seeds == 1
+    assert r[1].data.arith_test_seed != r[1].data.arith_seed != r[1].data.arith_corpus_seed
+    run = str(tmp_path / "demo")
+    report = run_evolve(demo, run, fakes + small, echo=lambda s: None)
+    assert [x["round"] for x in report["rounds"]] == [1, 2, 3, 4]
+    world_manifest = _manifest(run, 0, "world")
+    assert world_manifest["counts"]["corpus"] == 100
+    assert _manifest(run, 1, "problems")["counts"] == {"train": 8, "test": 4}
+    for rnd, stages in [(0, ("world", "pretrain", "eval"))] + [(i, STAGES) for i in (1, 2, 3, 4)]:
+        for s in stages:
+            assert _manifest(run, rnd, s)["stage"] == s
