@@ -168,9 +168,14 @@ class MCTSConfig:
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
     trees_in_flight: int = 64
+    # Run one cohort's step code while the engine generates for the other.
+    overlap_execution: bool = True
     beam_width: int = 4
     best_of_n: int = 8
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
+    # Baselines: beam search keeps `beam_width` partial solutions and samples
+    # `beam_expand` candidates from each (0: `candidates`).
+    beam_expand: int = 0
 
 
 @dataclass(frozen=True)
