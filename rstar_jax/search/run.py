@@ -32,11 +32,11 @@ def process_shard() -> tuple:
     return jax.process_index(), jax.process_count()
 
 
-def result_record(result: ProblemResult, mode: str) -> Dict:
-    """The tree-file record of a result, with the top-PPM-score answer of the
-    first tree that has one (inference bookkeeping; selection.py offers more)."""
+def result_record(result: ProblemResult, mode: str, predict: bool = True) -> Dict:
+    """The tree-file record of a result; with `predict`, also the top-PPM-score
+    answer of the first tree that has one (selection.py offers the votes)."""
     extra = {}
-    for t in result.trees:
+    for t in result.trees if predict else ():
         idx, ans = best_answer(t)
         if idx is not None:
             node = t.nodes[idx]
@@ -71,12 +71,14 @@ def search_to_dir(
     todo = [p for p in mine if p.id not in writer.done]
     mode = cfg.mcts.mode
     stats = {"searched": 0, "solved": 0, "rollouts": 0}
+    # Gold-rewarded MCTS generates training data: no prediction to make.
+    predict = mode != "mcts" or cfg.mcts.terminal_value == "ppm"
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"search[{mode}]",
                    unit="problem", enabled=cfg.logging.progress)
     t0 = time.perf_counter()
 
     def on_done(r: ProblemResult) -> None:
-        writer.write(result_record(r, mode))
+        writer.write(result_record(r, mode, predict))
         stats["searched"] += 1
         stats["solved"] += int(r.solved)
         stats["rollouts"] += r.rollouts
