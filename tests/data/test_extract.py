@@ -168,7 +168,7 @@ def test_final_answer_pairs_are_whole_trajectories():
     assert f["prompt"] == "<|user|>:\n" + Q
     assert f["pos"] == SEP + "<|assistant|>: Let's think step by step and solve the problem with code." \
         + MAIN.partial_solution(12)
-    assert f["prompt"] + f["neg"] == policy_prompt(Q, MAIN.partial_solution(9), sep=SEP)
+    assert f["prompt"] + f["neg"] == policy_prompt(Q, MAIN.partial_solution(10), sep=SEP)
     assert (f["pos_count"], f["neg_count"]) == (2, 2)
 
 
