@@ -188,7 +188,8 @@ class Expander:
                     child.final_answer = self.hooks.extract_answer(child.text)
                     golds = gold_values(job.problem.answer)
                     if golds:
-                        child.correct = any(self.hooks.grade(child.final_answer, g) for g in golds)
+                        child.correct = child.final_answer is not None and any(
+                            self.hooks.grade(child.final_answer, g) for g in golds)
                     if self.cfg.terminal_value == "ppm":
                         to_score.append((job, ci, "answer"))
                     elif self.cfg.terminal_value == "gold":

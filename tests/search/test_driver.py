@@ -168,3 +168,16 @@ def test_visits_and_q_invariants_on_a_bigger_search():
                         or node.terminal_reason in T.LOCAL_TERMINALS)
             below = sum(1 for a in answers if i == a or i in tree.path(a) or i == 0)
             assert node.N == local + below, node.tag
+
+
+def test_real_execution_hooks_give_the_same_tree():
+    # rstar_jax.execution's program assembly, answer extraction and grading
+    # in place of the mock hooks: same tree, programs carry the comments.
+    from rstar_jax.search.expansion import default_hooks
+
+    (res,) = run_mcts(make_cfg(), add_problems(1), MockEngine(steps=2), FakeExecutor(), None,
+                      default_hooks())
+    assert summary(res.trees[0]) == EXPECTED_GOLD
+    n = {x.tag: x for x in res.trees[0].nodes}
+    assert n["0.1.1"].code == "# Step 1: start\nx = 3 + 0\n# Now print the final answer\nprint(x + 4)"
+    assert n["0.1.1.1"].final_answer == "7" and n["0.1.1.1"].correct is True
