@@ -3,8 +3,9 @@ prompt, a safe mini-executor for that arithmetic, and a PPM whose score is a
 function of the text. Used by tests/search and benchmarks/bench_search.py.
 
 The mock policy solves "What is A + B?" in `steps` tool steps plus an
-answer step. Candidate `j` of a request uses offset `o = (seed + j) % n`
-(or `o = j` when not seeded); offset 0 is the right path:
+answer step. Candidate `j` of a request uses offset
+`o = (seed + j) % max(n, 2)` when seeded and sampling (temperature > 0),
+else `o = j`; offset 0 is the right path:
 
     depth 1: "<code>\\n# Step 1: start\\nx = A + o\\n<end_of_step>"
     depth 2..steps-1: "\\n\\n# Step k: keep going\\nx = x + o\\n<end_of_step>"
@@ -99,7 +100,9 @@ class MockEngine:
             n = r.params.n
             comps = []
             for j in range(n):
-                o = (r.params.seed + j) % n if self.seeded else j
+                o = j
+                if self.seeded and r.params.temperature > 0:
+                    o = (r.params.seed + j) % max(n, 2)
                 text = self.step_text(r.prompt, o, j)
                 stop = next(t for t in (END_OF_STEP, END_OF_CODE, END_OF_ANSWER) if text.endswith(t))
                 comps.append(Completion(text=text, token_ids=(), stop_reason="stop", stop_string=stop))
