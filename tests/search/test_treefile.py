@@ -74,7 +74,7 @@ def test_torn_last_line_is_cut_and_redone(tmp_path):
 
 
 def test_sigkill_midway_then_rerun_gives_exact_records(tmp_path):
-    count = 10
+    count = 16
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     cmd = [sys.executable, str(REPO / "tests" / "search" / "killrun.py"), str(tmp_path / "k"),
            str(count), "0.02"]
