@@ -59,6 +59,17 @@ def record_trees(record: Dict[str, Any]) -> List[T.Tree]:
     return [T.Tree.from_json(t) for t in record["trees"]]
 
 
+def record_answers(record: Dict[str, Any]) -> List[Tuple[Optional[str], Optional[float]]]:
+    """(final answer, PPM score) of every final-answer node of a record, all
+    trees, in creation order: the input of `rstar_jax.search.selection`."""
+    out = []
+    for t in record["trees"]:
+        for n in t["nodes"]:
+            if n.get("terminal_reason") == T.FINAL_ANSWER:
+                out.append((n.get("final_answer"), n.get("ppm_value")))
+    return out
+
+
 def encode(record: Dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 

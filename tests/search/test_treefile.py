@@ -126,3 +126,16 @@ def test_inference_record_prediction(tmp_path):
     # The mock PPM prefers even answers: boxed{8} (0.9) beats boxed{7} (-0.9).
     assert r["prediction"] == "8" and r["prediction_correct"] is False
     assert r["solved"] is True  # some trajectory was right
+
+
+def test_record_answers_for_selection(tmp_path):
+    from rstar_jax.data.problems import Problem
+
+    cfg = make_cfg(terminal_value="ppm", candidates=2, rollouts=4)
+    search_to_dir(cfg, [Problem(id="q", question="What is 3 + 4?")], str(tmp_path),
+                  MockEngine(steps=2), FakeExecutor(), MockScorer(), MOCK_HOOKS,
+                  process_index=0, process_count=1)
+    (r,) = treefile.load_records(str(tmp_path))
+    got = [(a, round(s, 4)) for a, s in treefile.record_answers(r)]
+    assert got == [("7", -0.9), ("8", 0.9)]
+    assert r["answer"] is None and r["solved"] is False
