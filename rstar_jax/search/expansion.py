@@ -39,18 +39,21 @@ class Hooks:
     `cumulative_program(step_texts)`: the program to run for the last step
     (spec section 3), None when the step has no code. `extract_answer(text)`:
     the boxed answer. `grade(pred, gold)`: mathematical equivalence.
+    `step_code(text)`: one step's own code (recorded in tree files).
     """
 
     cumulative_program: Callable[[Sequence[str]], Optional[str]]
     extract_answer: Callable[[str], Optional[str]]
     grade: Callable[[Optional[str], str], bool]
+    step_code: Optional[Callable[[str], str]] = None
 
 
 def default_hooks() -> Hooks:
     """The real functions from `rstar_jax.execution` (imported lazily)."""
     from rstar_jax.execution import answers, grading, program
 
-    return Hooks(program.cumulative_program, answers.extract_answer, grading.grade)
+    return Hooks(program.cumulative_program, answers.extract_answer, grading.grade,
+                 program.step_code)
 
 
 @dataclass
@@ -180,7 +183,9 @@ class Expander:
                 full = text + observation_suffix(obs or "") if text.rstrip().endswith(END_OF_CODE) else text
                 ci = T.add_child(tree, job.leaf, full)
                 child = tree.nodes[ci]
-                child.code, child.observation = prog, obs
+                child.program, child.observation = prog, obs
+                if self.hooks.step_code is not None:
+                    child.code = self.hooks.step_code(text) or None
                 T.apply_terminal_rules(child, parent.consecutive_errors,
                                        errors_threshold=self.cfg.errors_threshold,
                                        max_depth=self.cfg.max_depth, complete=ok)

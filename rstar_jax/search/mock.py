@@ -153,17 +153,22 @@ def run_mini_program(program: str) -> ExecResult:
 def mock_cumulative_program(step_texts: Sequence[str]) -> Optional[str]:
     """Code lines from the start of the current `<code>` block through the last
     step; None when the last step has no code (an answer step)."""
-    def code_lines(text: str) -> List[str]:
-        text = _OUT.sub("", text)
-        for tag in (CODE, END_OF_STEP, END_OF_CODE):
-            text = text.replace(tag, "")
-        return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-
-    if not step_texts or not code_lines(step_texts[-1]) or "<answer>" in step_texts[-1]:
+    if not step_texts or not mock_step_code(step_texts[-1]):
         return None
     joined = "".join(step_texts)
     start = joined.rfind(CODE)
-    return "\n".join(code_lines(joined[start:] if start >= 0 else joined))
+    return mock_step_code(joined[start:] if start >= 0 else joined)
+
+
+def mock_step_code(text: str) -> str:
+    """The non-comment code lines of a text (outputs, tags and answers removed)."""
+    if "<answer>" in text:
+        text = text[: text.index("<answer>")]
+    text = _OUT.sub("", text)
+    for tag in (CODE, END_OF_STEP, END_OF_CODE):
+        text = text.replace(tag, "")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return "\n".join(lines)
 
 
 def mock_extract_answer(text: str) -> Optional[str]:
@@ -175,7 +180,7 @@ def mock_grade(pred: Optional[str], gold: str) -> bool:
     return pred is not None and pred.strip() == str(gold).strip()
 
 
-MOCK_HOOKS = Hooks(mock_cumulative_program, mock_extract_answer, mock_grade)
+MOCK_HOOKS = Hooks(mock_cumulative_program, mock_extract_answer, mock_grade, mock_step_code)
 
 
 class _DoneFuture:

@@ -40,7 +40,8 @@ class Node:
     parent: Optional[int]
     depth: int
     text: str = ""
-    code: Optional[str] = None  # the program run for this step, if any
+    code: Optional[str] = None  # this step's own code (`program.step_code`)
+    program: Optional[str] = None  # what ran: the code block so far (spec section 3)
     observation: Optional[str] = None
     final_answer: Optional[str] = None
     children: List[int] = field(default_factory=list)
@@ -69,7 +70,7 @@ class Node:
 
 
 _NODE_FIELDS = (
-    "tag", "parent", "depth", "text", "code", "observation", "final_answer", "children",
+    "tag", "parent", "depth", "text", "code", "program", "observation", "final_answer", "children",
     "expanded", "terminal", "terminal_reason", "consecutive_errors", "N", "W", "ppm_value",
     "value", "correct",
 )

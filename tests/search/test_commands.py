@@ -21,7 +21,8 @@ def fake_factories(monkeypatch):
                         raising=False)
     mods = {
         "rstar_jax.execution.pool": dict(ExecutorPool=lambda cfg: mock.FakeExecutor()),
-        "rstar_jax.execution.program": dict(cumulative_program=mock.mock_cumulative_program),
+        "rstar_jax.execution.program": dict(cumulative_program=mock.mock_cumulative_program,
+                                            step_code=mock.mock_step_code),
         "rstar_jax.execution.answers": dict(extract_answer=mock.mock_extract_answer),
         "rstar_jax.execution.grading": dict(grade=mock.mock_grade),
     }

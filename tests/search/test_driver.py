@@ -40,10 +40,11 @@ def test_hand_written_tree_gold_rewards():
     assert tree.rollouts == 2 and res.solved
     n = {x.tag: x for x in tree.nodes}
     assert n["0.1.1"].text.endswith("<end_of_code>\n<output>7<end_of_output>")
-    assert n["0.1.1"].code == "x = 3 + 0\nprint(x + 4)"  # cumulative program
+    assert n["0.1.1"].program == "x = 3 + 0\nprint(x + 4)"  # the block so far
+    assert n["0.1.1"].code == "print(x + 4)"  # the step's own code
     assert n["0.1.1.1"].final_answer == "7" and n["0.1.1.1"].correct is True
     assert n["0.2.1.1"].final_answer == "8" and n["0.2.1.1"].correct is False
-    assert n["0.1.1.1"].code is None  # answer steps run nothing
+    assert n["0.1.1.1"].program is None and n["0.1.1.1"].code is None  # answers run nothing
     # One engine call per expansion: root, 0.1, 0.1.1, 0.2, 0.2.1.
     assert engine.calls == [1] * 5
     # The answer step's duplicate-free candidates: first answer only.
@@ -84,7 +85,7 @@ def test_code_errors_streak_threshold_two():
     assert not n["0.2"].terminal or n["0.2"].terminal_reason == T.NO_VALID_CHILD
     assert n["0.2"].consecutive_errors == 1 and n["0.2"].N == 0
     # Its child re-runs the failing prefix: the second error in a row is terminal.
-    assert n["0.2.1"].code == "x = 3 / 0\nprint(x + 4)"
+    assert n["0.2.1"].program == "x = 3 / 0\nprint(x + 4)"
     assert n["0.2.1"].consecutive_errors == 2
     assert n["0.2.1"].terminal_reason == T.TOO_MANY_CODE_ERRORS
     assert (n["0"].N, n["0"].W) == (1, 1.0)
@@ -179,5 +180,6 @@ def test_real_execution_hooks_give_the_same_tree():
                       default_hooks())
     assert summary(res.trees[0]) == EXPECTED_GOLD
     n = {x.tag: x for x in res.trees[0].nodes}
-    assert n["0.1.1"].code == "# Step 1: start\nx = 3 + 0\n# Now print the final answer\nprint(x + 4)"
+    assert n["0.1.1"].program == "# Step 1: start\nx = 3 + 0\n# Now print the final answer\nprint(x + 4)"
+    assert n["0.1.1"].code == "# Now print the final answer\nprint(x + 4)"
     assert n["0.1.1.1"].final_answer == "7" and n["0.1.1.1"].correct is True

@@ -36,7 +36,7 @@ def test_record_holds_problem_gold_and_every_node(tmp_path):
     r = recs[0]
     assert r["question"] == "What is 3 + 4?" and r["answer"] == "7" and r["mode"] == "mcts"
     node = r["trees"][0]["nodes"][1]
-    for key in ("tag", "text", "code", "observation", "final_answer", "N", "Q", "ppm_value",
+    for key in ("tag", "text", "code", "program", "observation", "final_answer", "N", "Q", "ppm_value",
                 "terminal_reason"):
         assert key in node
     tree = treefile.record_trees(r)[0]
