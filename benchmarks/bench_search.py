@@ -62,7 +62,8 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--call-latency-ms", type=float, default=10.0)
-    ap.add_argument("--exec-latency-ms", type=float, default=0.5)
+    ap.add_argument("--exec-latency-ms", type=float, default=2.0)
+    ap.add_argument("--exec-workers", type=int, default=8)
     ap.add_argument("--engine", choices=("mock", "real"), default="mock")
     ap.add_argument("--overlap", default="on,off",
                     help="mcts.overlap_execution settings to compare (on: two cohorts)")
@@ -87,9 +88,11 @@ def main() -> None:
         engine_factory = lambda: MockEngine(steps=4, seeded=True, error_offset=3,  # noqa: E731
                                             call_latency_s=args.call_latency_ms / 1e3)
         scorer = MockScorer(hashed=True)
-        executor_factory = lambda: FakeExecutor(latency_s=args.exec_latency_ms / 1e3)  # noqa: E731
+        executor_factory = lambda: FakeExecutor(args.exec_latency_ms / 1e3,  # noqa: E731
+                                                args.exec_workers)
         note = (f"MOCK engine (the real engine has not landed): {args.call_latency_ms} ms per engine "
-                f"call, fake executor {args.exec_latency_ms} ms per program")
+                f"call, fake executor {args.exec_latency_ms} ms per program on "
+                f"{args.exec_workers} workers")
     print(f"# bench_search: {args.problems} problems, rollouts={args.rollouts}, "
           f"candidates={args.candidates}; {note}")
     probs = problems(args.problems)

@@ -195,17 +195,19 @@ class _DoneFuture:
 
 
 class FakeExecutor:
-    """`Executor` running `run_mini_program`; `latency_s` per program on a
-    thread pool simulates a busy process pool (0: synchronous)."""
+    """`Executor` running `run_mini_program`. With `latency_s`, a batch runs on
+    a background thread and takes `latency_s * ceil(len / workers)`, like a
+    process pool of `workers` (0: synchronous, instant)."""
 
-    def __init__(self, latency_s: float = 0.0, workers: int = 2):
+    def __init__(self, latency_s: float = 0.0, workers: int = 1):
         self.latency_s = latency_s
+        self.workers = max(1, workers)
         self.submitted: List[List[str]] = []
-        self._pool = ThreadPoolExecutor(workers) if latency_s else None
+        self._pool = ThreadPoolExecutor(2) if latency_s else None
 
     def _run_all(self, programs):
         if self.latency_s:
-            time.sleep(self.latency_s * len(programs))
+            time.sleep(self.latency_s * -(-len(programs) // self.workers))
         return [run_mini_program(p) for p in programs]
 
     def submit(self, programs: Sequence[str]):
