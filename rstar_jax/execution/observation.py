@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import io
 import re
 import sys
+import threading
 from typing import Tuple
 
 OBSERVATION_CHARS = 1024
@@ -51,14 +53,18 @@ _FLOAT_RE = re.compile(r"(?<![\w.])-?\d+\.\d+(?![\w.])(?![eE][-+]?\d)")
 
 
 class CappedWriter(io.TextIOBase):
-    """A text sink keeping only the first and last `cap // 2` characters."""
+    """A text sink keeping only the first and last `cap // 2` characters.
+
+    Amortised O(1) per write: the tail is a deque of chunks trimmed from the
+    left, so a loop of a million small prints or one huge print are both cheap.
+    """
 
     def __init__(self, cap: int):
         self.half = max(1, cap // 2)
         self.head: list = []
         self.head_len = 0
-        self.tail = ""
-        self.dropped = 0
+        self.tail: collections.deque = collections.deque()
+        self.tail_len = 0
 
     def writable(self) -> bool:
         return True
@@ -73,15 +79,19 @@ class CappedWriter(io.TextIOBase):
             self.head_len += len(take)
             s = s[len(take):]
         if s:
-            joined = self.tail + s
-            if len(joined) > self.half:
-                self.dropped += len(joined) - self.half
-                joined = joined[-self.half:]
-            self.tail = joined
+            if len(s) >= self.half:
+                self.tail.clear()
+                s = s[-self.half:]
+                self.tail_len = 0
+            self.tail.append(s)
+            self.tail_len += len(s)
+            while self.tail_len - len(self.tail[0]) >= self.half:
+                self.tail_len -= len(self.tail.popleft())
         return n
 
     def getvalue(self) -> str:
-        return "".join(self.head) + self.tail
+        tail = "".join(self.tail)
+        return "".join(self.head) + tail[-self.half:]
 
 
 def round_floats(text: str) -> str:
@@ -137,6 +147,22 @@ def _compile(source: str):
     return body, (compile(last, "<string>", "eval") if last is not None else None)
 
 
+def _join_threads() -> None:
+    """Waits for non-daemon threads, as interpreter shutdown does.
+
+    So a program whose thread never ends runs into the wall-clock timeout,
+    exactly as it would in a fresh interpreter, and output its threads print
+    before they end is observed.
+    """
+    main = threading.main_thread()
+    while True:
+        alive = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+        if not alive:
+            return
+        for t in alive:
+            t.join()
+
+
 def run_program(source: str, *, observation_chars: int = OBSERVATION_CHARS,
                 max_output_chars: int = 1_000_000) -> Tuple[str, bool]:
     """Runs `source` in a fresh namespace of THIS process; returns (observation, error).
@@ -148,6 +174,7 @@ def run_program(source: str, *, observation_chars: int = OBSERVATION_CHARS,
     err = CappedWriter(1024)
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     saved = sys.stdout, sys.stderr
+    saved_builtins = dict(builtins.__dict__)  # the program may replace len, print, ...
     sys.stdout, sys.stderr = out, err
     try:
         body, last = _compile(source)
@@ -157,9 +184,14 @@ def run_program(source: str, *, observation_chars: int = OBSERVATION_CHARS,
             if value is not None:
                 out.write(repr(value))
                 out.write("\n")
+        _join_threads()
     except BaseException as e:  # noqa: BLE001  (every failure is an observation)
         sys.stdout, sys.stderr = saved
+        builtins.__dict__.clear()
+        builtins.__dict__.update(saved_builtins)
         return truncate(format_exception(e), observation_chars), True
     finally:
         sys.stdout, sys.stderr = saved
+        builtins.__dict__.clear()
+        builtins.__dict__.update(saved_builtins)
     return format_output(out.getvalue(), observation_chars), False

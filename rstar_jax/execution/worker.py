@@ -160,12 +160,16 @@ def _child(task: dict, workdir: str, wfd: int, network: str) -> None:
             os.setuid(uid)
         if network == "audit-hook" and task.get("no_network", True):
             sys.addaudithook(_block_sockets)
+        me, write = os.getpid(), os.write
         obs, err = run_program(task["code"], observation_chars=int(task["observation_chars"]),
                                max_output_chars=int(task["max_output_chars"]))
-        payload = json.dumps({"observation": obs, "error": err}).encode()
-        view = memoryview(payload)
+        if os.getpid() != me:  # a process the program forked: only the child itself reports
+            os._exit(0)
+        # Framed without json or builtins, which the program may have replaced.
+        payload = obs.encode("utf-8", "surrogatepass")
+        view = memoryview(b"%d %d\n" % (1 if err else 0, len(payload)) + payload)
         while view:
-            view = view[os.write(wfd, view):]
+            view = view[write(wfd, view):]
     except BaseException:  # noqa: BLE001  (nothing may escape a child)
         os._exit(70)
     os._exit(0)
@@ -220,6 +224,71 @@ def _describe_status(status: int, timeout: float, timed_out: bool) -> str:
     return f"SystemExit: {os.WEXITSTATUS(status)}"
 
 
+def _parse_frame(frame: bytes):
+    """`b"{err} {n}\\n" + n bytes of UTF-8` -> result dict, or None if malformed."""
+    head, sep, body = frame.partition(b"\n")
+    try:
+        err, n = head.split(b" ")
+        if not sep or err not in (b"0", b"1") or int(n) != len(body):
+            return None
+        return {"observation": body.decode("utf-8", "replace"), "error": err == b"1"}
+    except ValueError:
+        return None
+
+
+def _frame_complete(frame: bytes) -> bool:
+    head, sep, body = frame.partition(b"\n")
+    if not sep:
+        return False
+    try:
+        return len(body) >= int(head.split(b" ")[-1])
+    except ValueError:
+        return True  # garbage: stop reading, it will not parse
+
+
+def _await_result(pid: int, rfd: int, deadline: float):
+    """Reads the child's frame until it is complete, the child exits, or the deadline.
+
+    Waits on the result pipe and on a pidfd of the child together, so neither
+    a crash without a result nor a grandchild holding the pipe open (which
+    would delay EOF) costs extra time. Returns (frame bytes, timed_out).
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    chunks, size = [], 0
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b"".join(chunks), True
+            fds = [rfd] + ([pidfd] if pidfd is not None else [])
+            ready, _, _ = select.select(fds, [], [], left if pidfd is not None else min(left, 0.01))
+            if rfd in ready:
+                data = os.read(rfd, 65536)
+                if data and size < _RESULT_CAP:
+                    chunks.append(data)
+                    size += len(data)
+                if not data or _frame_complete(b"".join(chunks)):
+                    return b"".join(chunks), False
+                continue
+            if pidfd is not None:
+                exited = pidfd in ready
+            else:  # peek without reaping: the caller reaps and reads the status
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            if exited:
+                while select.select([rfd], [], [], 0)[0]:  # drain what it wrote before dying
+                    data = os.read(rfd, 65536)
+                    if not data:
+                        break
+                    chunks.append(data)
+                return b"".join(chunks), False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
 def run_task(task: dict, network: str, base_tmp: str, send) -> dict:
     """Forks a sandboxed child for one program and returns its result record."""
     timeout = float(task["timeout_s"])
@@ -235,37 +304,25 @@ def run_task(task: dict, network: str, base_tmp: str, send) -> dict:
     os.close(wfd)
     send({"id": task["id"], "pid": pid})
     deadline = time.monotonic() + timeout
-    chunks, size, timed_out, status = [], 0, False, None
+    frame, timed_out, status = b"", False, None
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([rfd], [], [], left)
-            if not ready:
-                continue
-            data = os.read(rfd, 65536)
-            if not data:
-                break
-            size += len(data)
-            if size <= _RESULT_CAP:
-                chunks.append(data)
-        while not timed_out:  # EOF: wait for the exit, still under the deadline
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() >= deadline:
-                timed_out = True
-                break
-            time.sleep(0.0005)
+        frame, timed_out = _await_result(pid, rfd, deadline)
     finally:
         os.close(rfd)
-        if status is None or timed_out:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if not timed_out:  # the child reported or died: give it the rest of the deadline to exit
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() >= deadline:
+                    timed_out, status = True, None
+                    break
+                time.sleep(0.0002)
+        try:  # the group outlives its leader while any member lives: kill it either way
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if status is None:
             try:
                 status = os.waitpid(pid, 0)[1]
             except ChildProcessError:
@@ -274,12 +331,7 @@ def run_task(task: dict, network: str, base_tmp: str, send) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
     result = None
     if not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        try:
-            result = json.loads(b"".join(chunks))
-            if not (isinstance(result.get("observation"), str) and isinstance(result.get("error"), bool)):
-                result = None
-        except (ValueError, AttributeError):
-            result = None
+        result = _parse_frame(frame)
     if result is None:
         obs = _describe_status(status, timeout, timed_out)
         limit = int(task["observation_chars"])
