@@ -19,7 +19,7 @@ def secret():
 @pytest.fixture(scope="session")
 def pool():
     os.environ["RSTAR_TEST_SECRET"] = SECRET  # must never reach a program
-    cfg = ExecutorConfig(num_workers=2, timeout_s=2.0, memory_limit_mb=1024, preload_grading=False)
+    cfg = ExecutorConfig(num_workers=2, timeout_s=2.0, memory_limit_mb=1024)
     with ExecutorPool(cfg) as p:
         yield p
     os.environ.pop("RSTAR_TEST_SECRET", None)

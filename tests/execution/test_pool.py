@@ -73,3 +73,10 @@ def test_close_is_idempotent_and_rejects_work():
         pass
     else:
         raise AssertionError("a closed pool accepted work")
+
+
+def test_grade_many_in_the_pool(pool):
+    from rstar_jax.execution.grading import grade_many
+
+    pairs = [("1/2", "0.5"), ("3", "4"), ("(x+1)^2", "x^2+2x+1"), ("2", ["1", "2"]), ("}{", "1")]
+    assert grade_many(pairs, executor=pool) == [True, False, True, True, False]
