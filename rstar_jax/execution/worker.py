@@ -114,6 +114,16 @@ def _block_sockets(event: str, args) -> None:
         raise PermissionError("network access is disabled in the sandbox")
 
 
+def _reseed() -> None:
+    """Fresh random state, as a new interpreter would have (forks share the worker's)."""
+    import random
+
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+
+
 def _set_limits(task: dict) -> None:
     mb = 1 << 20
 
@@ -152,6 +162,7 @@ def _child(task: dict, workdir: str, wfd: int, network: str) -> None:
         os.environ.update({"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin",
                            "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
         tempfile.tempdir = workdir
+        _reseed()
         _set_limits(task)
         uid = task.get("sandbox_uid")
         if uid is not None:

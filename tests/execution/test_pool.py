@@ -80,3 +80,11 @@ def test_grade_many_in_the_pool(pool):
 
     pairs = [("1/2", "0.5"), ("3", "4"), ("(x+1)^2", "x^2+2x+1"), ("2", ["1", "2"]), ("}{", "1")]
     assert grade_many(pairs, executor=pool) == [True, False, True, True, False]
+
+
+def test_random_state_differs_between_programs(pool):
+    code = "import random\nimport numpy as np\nprint(random.random(), np.random.rand())"
+    a = pool.run([code])[0].observation
+    pool.clear_cache()
+    b = pool.run([code])[0].observation
+    assert a != b
