@@ -191,7 +191,9 @@ class ExecutorConfig:
     """The sandboxed process pool that runs step code (spec section 3)."""
 
     num_workers: int = 2
-    start_method: str = "forkserver"  # forkserver | spawn
+    # Workers are fresh interpreters with a minimal environment (spawn); forkserver
+    # would inherit this process's environment (secrets), so it is not offered.
+    start_method: str = "spawn"  # spawn
     timeout_s: float = 30.0
     memory_limit_mb: int = 2048
     cpu_limit_s: int = 60
@@ -202,6 +204,10 @@ class ExecutorConfig:
     preload_modules: List[str] = field(default_factory=lambda: ["math", "numpy", "sympy", "fractions"])
     cache_size: int = 100_000
     no_network: bool = True
+    drop_privileges: bool = True  # as root: run each program under its own unused uid
+    sandbox_uid_base: int = 1_900_000_000  # worker i's programs run as uid base + i
+    tmp_size_mb: int = 256  # as root: size of each worker's private /tmp (tmpfs)
+    preload_grading: bool = True  # workers also import math-verify (grade_many in the pool)
 
 
 @dataclass(frozen=True)
@@ -345,7 +351,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
-    "executor.start_method": ("forkserver", "spawn"),
+    "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),
