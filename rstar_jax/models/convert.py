@@ -251,3 +251,65 @@ def copy_tokenizer_files(src: str, dst: str) -> List[str]:
             shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
             copied.append(name)
     return copied
+
+
+# --- whole-directory conversions (the `rstar-jax convert` commands) ---------------
+
+def convert_hf_to_ckpt(hf_dir: str, out: str, *, ppm: bool = False,
+                       dtype: str = "bfloat16") -> str:
+    """HF directory -> our export directory (params, arch, tokenizer files).
+
+    With `ppm`, the reference's value head is converted when present, else
+    a fresh head is put on the backbone (spec section 6).
+    """
+    import jax.numpy as jnp
+
+    from rstar_jax.models.checkpoint import TOKENIZER_DIR, export_params
+    from rstar_jax.models.decoder import PPM, Policy
+    from rstar_jax.models.loading import load_hf, ppm_from_policy
+
+    if not os.path.exists(os.path.join(hf_dir, "config.json")):
+        raise FileNotFoundError(f"{hf_dir} has no config.json (not a HF model directory)")
+    with open(os.path.join(hf_dir, "config.json"), encoding="utf-8") as f:
+        original = json.load(f)
+    head = ppm and has_value_head(HFTensors(hf_dir))
+    model = load_hf(PPM if head else Policy, hf_dir, param_dtype=dtype, compute_dtype=dtype)
+    if ppm and not head:
+        model = ppm_from_policy(model)
+    export_params(model, out, dtype=jnp.dtype(dtype), source=os.path.abspath(hf_dir),
+                  hf_config=original)
+    copy_tokenizer_files(hf_dir, os.path.join(out, TOKENIZER_DIR))
+    return out
+
+
+def convert_ckpt_to_hf(ckpt: str, out: str, *, dtype: Optional[str] = None) -> str:
+    """Our checkpoint or export -> HF directory (safetensors, config.json, tokenizer).
+
+    A policy loads in transformers / vLLM as `Qwen2ForCausalLM` /
+    `LlamaForCausalLM`; a PPM is written in the reference's layout
+    (backbone + `v_head.summary.*`).
+    """
+    import jax.numpy as jnp
+
+    from rstar_jax.models.checkpoint import (
+        EXPORT_MARKER,
+        host_params,
+        load_model,
+        read_export_info,
+        tokenizer_dir,
+    )
+    from rstar_jax.models.loading import model_kind
+
+    model = load_model(ckpt)
+    arch = model.arch
+    dtype = dtype or jnp.dtype(arch.param_dtype).name
+    base = None
+    if os.path.exists(os.path.join(ckpt, EXPORT_MARKER)):
+        base = read_export_info(ckpt).get("hf_config")
+    tensors = params_to_hf(host_params(model, jnp.dtype(dtype)), arch,
+                           ppm=model_kind(model) == "ppm")
+    write_safetensors(tensors, out)
+    with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(hf_config(arch, base, dtype=dtype), f, indent=2)
+    copy_tokenizer_files(tokenizer_dir(ckpt) or "", out)
+    return out

@@ -1,4 +1,5 @@
-"""Parity with transformers' PyTorch Qwen2 / Llama, both conversion directions.
+"""Parity with transformers' PyTorch Qwen2 / Llama, both conversion directions,
+and `rstar-jax convert` round trips.
 
 Tiny random configs in float32; logits must agree within 1e-4. Every
 weight (biases and norm scales included) is random, so a swapped or
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from safetensors.numpy import load_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from rstar_jax.cli import main
 from rstar_jax.models import PPM, ArchConfig, Policy, flat_params, load_hf
 from rstar_jax.models.convert import hf_config, params_to_hf, write_safetensors
 from rstar_jax.models.loading import assemble, init_model
@@ -134,3 +137,51 @@ def test_unsupported_rope_scaling_is_refused():
     cfg["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}
     with pytest.raises(ValueError, match="llama3"):
         ArchConfig.from_hf_dict(cfg)
+
+
+# --- the CLI ---------------------------------------------------------------------
+
+def test_convert_round_trip_policy(tmp_path, capsys):
+    ref = hf_model("qwen2-gqa6-untied", seed=9)
+    ref.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer_config.json").write_text('{"model_max_length": 64}')
+    assert main(["convert", "hf-to-ckpt", "--hf-dir", str(tmp_path / "hf"),
+                 "--out", str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
+    assert (tmp_path / "ckpt" / "tokenizer" / "tokenizer_config.json").exists()
+    assert main(["convert", "ckpt-to-hf", "--ckpt", str(tmp_path / "ckpt"),
+                 "--out", str(tmp_path / "back")]) == 0
+    assert "wrote HF model" in capsys.readouterr().out
+    before = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    after = load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert set(before) == set(after)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+    config = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and config["head_dim"] == 8
+    assert (tmp_path / "back" / "tokenizer_config.json").exists()
+    back = Qwen2ForCausalLM.from_pretrained(tmp_path / "back", attn_implementation="eager").eval()
+    toks = tokens_for(67, (2, 6), seed=4)
+    np.testing.assert_allclose(torch_logits(back, toks), torch_logits(ref, toks), atol=1e-4)
+
+
+def test_convert_round_trip_reference_ppm(tmp_path):
+    ref = hf_model("llama-headdim32-tied", seed=2)
+    tensors = {k: v.numpy() for k, v in ref.state_dict().items() if k != "lm_head.weight"}
+    tensors["v_head.summary.weight"] = np.random.RandomState(0).randn(1, 64).astype(np.float32)
+    tensors["v_head.summary.bias"] = np.array([-0.5], np.float32)
+    write_safetensors(tensors, tmp_path / "hf")
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(ref.config.to_dict()))
+    assert main(["convert", "hf-to-ckpt", "--hf-dir", str(tmp_path / "hf"), "--ppm",
+                 "--out", str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
+    assert main(["convert", "ckpt-to-hf", "--ckpt", str(tmp_path / "ckpt"),
+                 "--out", str(tmp_path / "back")]) == 0
+    after = load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert set(after) == set(tensors)
+    for name, value in tensors.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def test_convert_bad_input_exits_2(tmp_path, capsys):
+    assert main(["convert", "ckpt-to-hf", "--ckpt", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
