@@ -21,7 +21,8 @@ math-verify's SIGALRM timer on the main thread; off the main thread (where
 signals cannot be used) the work runs in a daemon thread the caller stops
 waiting for. For a hard, killable limit in bulk, `grade_many(pairs, pool)`
 runs in the sandboxed pool's processes. Garbage in never raises: it is
-logged and graded False.
+logged and graded False; so is an answer over `MAX_ANSWER_CHARS` (2000)
+normalised characters, which no benchmark answer comes near.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from rstar_jax.execution.answers import unwrap_text
 logger = logging.getLogger(__name__)
 
 REL_TOL = 1e-4
+MAX_ANSWER_CHARS = 2000  # longer "answers" are garbage (or an attack on the parser): unequal
 Gold = Union[str, Sequence[str]]
 
 _SPACE_RE = re.compile(r"\s+")
@@ -115,7 +117,7 @@ def _verify(pred: str, gold: str, timeout: Optional[int]) -> bool:
 
 def _grade_one(pred: str, gold: str, timeout_s: float) -> bool:
     p, g = normalize(pred), normalize(gold)
-    if not p or not g:
+    if not p or not g or len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
         return False
     if p == g:
         return True
