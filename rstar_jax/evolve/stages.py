@@ -18,10 +18,6 @@ from rstar_jax.evolve.context import StageContext
 log = logging.getLogger(__name__)
 
 
-class StageUnavailable(RuntimeError):
-    """The library function behind a stage is not available in this checkout."""
-
-
 def world(ctx: StageContext) -> Dict[str, Any]:
     """Round 0: the demo world (problems, corpus, tokenizer) under the stage dir."""
     from rstar_jax.data.world import make_world
@@ -48,15 +44,33 @@ def problems(ctx: StageContext) -> Dict[str, Any]:
     return {"outputs": outputs, "counts": counts}
 
 
-def _unavailable(stage: str, needs: str):
-    raise StageUnavailable(
-        f"stage '{stage}' needs {needs}, which this checkout does not provide yet; map the stage "
-        f"to a function with evolve.stage_functions.{stage}=module:function")
+def _with_tokenizer(ctx: StageContext, cfg: Optional[Config] = None) -> Config:
+    cfg = cfg or ctx.cfg
+    tok = ctx.tokenizer_dir()
+    if tok and not cfg.model.tokenizer_dir:
+        cfg = replace(cfg, model=replace(cfg.model, tokenizer_dir=tok))
+    return cfg
+
+
+def _train_outputs(ctx: StageContext, summary: Dict[str, Any], metrics: Dict[str, Any] = None):
+    counts = {k: summary[k] for k in ("steps", "tokens", "examples", "eval_examples") if k in summary}
+    return {"outputs": {"model": summary["final"]}, "counts": counts,
+            "metrics": {k: v for k, v in (metrics or {}).items() if v is not None}}
 
 
 def pretrain(ctx: StageContext) -> Dict[str, Any]:
-    """Round 0: the base model trained from scratch on the world's corpus."""
-    _unavailable("pretrain", "rstar_jax.training (SFT from a random init)")
+    """Round 0: the base model trained from scratch on the world's corpus.
+
+    The same policy-training function as every round's SFT, from a fresh
+    init (`cfg.model`) with `evolve.pretrain` as the optimisation settings.
+    """
+    from rstar_jax.training import train_policy
+
+    cfg = _with_tokenizer(ctx)
+    cfg = replace(cfg, train=replace(cfg.train, sft=cfg.evolve.pretrain))
+    corpus = ctx.output(0, "world", "corpus")
+    summary = train_policy(cfg, corpus, ctx.path("train"), init_from=None)
+    return _train_outputs(ctx, summary, {"pretrain_loss": summary.get("final_loss")})
 
 
 def model_overrides(cfg: Config, path: Optional[str], tokenizer_dir: Optional[str]) -> Config:
@@ -131,14 +145,66 @@ def extract(ctx: StageContext) -> Dict[str, Any]:
 
 def sft(ctx: StageContext) -> Dict[str, Any]:
     """The round's policy: SFT from `ctx.sft_init()` on the extracted trajectories."""
-    _unavailable("sft", "rstar_jax.training (policy SFT)")
+    from rstar_jax.training import train_policy
+
+    summary = train_policy(_with_tokenizer(ctx), ctx.output(ctx.round, "extract", "sft"),
+                           ctx.path("train"), init_from=ctx.sft_init())
+    return _train_outputs(ctx, summary, {"sft_loss": summary.get("final_loss")})
 
 
 def ppm(ctx: StageContext) -> Dict[str, Any]:
-    """The round's PPM from `ctx.ppm_init()` on the extracted pairs."""
-    _unavailable("ppm", "rstar_jax.training (PPM training)")
+    """The round's PPM from `ctx.ppm_init()` on the extracted pairs.
+
+    `ppm_pair_acc` is the pair accuracy on held-out pairs when
+    `train.eval_fraction` holds some out, else on the last training window.
+    """
+    from rstar_jax.training import train_ppm
+
+    summary = train_ppm(_with_tokenizer(ctx), ctx.output(ctx.round, "extract", "ppm"),
+                        ctx.path("train"), init_from=ctx.ppm_init())
+    held = (summary.get("eval") or {}).get("pair_accuracy")
+    acc = held if held is not None else summary.get("pair_accuracy")
+    return _train_outputs(ctx, summary, {"ppm_pair_acc": acc, "ppm_loss": summary.get("final_loss")})
+
+
+def _frac(summary: Dict[str, Any], key: str) -> Optional[float]:
+    v = summary.get(key)
+    return None if v is None else float(v) / 100.0
 
 
 def evaluate(ctx: StageContext) -> Dict[str, Any]:
-    """Greedy, MCTS+PPM, majority and PPM-selected accuracy on the test problems."""
-    _unavailable("eval", "rstar_jax.evaluation")
+    """Held-out test accuracy: greedy; MCTS+PPM; PPM-selected vs majority.
+
+    Round 0 measures the base model's greedy accuracy only. Later rounds run
+    greedy, best-of-k (`eval.k` sampled trajectories: the PPM's top-scored
+    answer and the majority vote over the *same* trajectories) and MCTS
+    with the round's PPM, through `rstar_jax.evaluation.evaluate_methods`.
+    """
+    from rstar_jax.data.problems import read_problems
+    from rstar_jax.evaluation.harness import evaluate_methods
+
+    if ctx.round == 0:
+        test = ctx.output(0, "world", "test", required=False)
+        problems_ = read_problems(test) if test else _test_problems(ctx)
+        cfg = model_overrides(ctx.cfg, ctx.policy(), ctx.tokenizer_dir())
+        res = evaluate_methods(cfg, problems_, ["greedy"], ctx.out_dir)
+        return {"counts": {"test": len(problems_)},
+                "metrics": {"greedy_acc": _frac(res["greedy"], "accuracy")}}
+    problems_ = read_problems(ctx.problems("test"))
+    cfg = with_ppm(model_overrides(ctx.cfg, ctx.policy(), ctx.tokenizer_dir()), ctx.ppm())
+    res = evaluate_methods(cfg, problems_, ["greedy", "best_of_n", "mcts_ppm"], ctx.out_dir)
+    bon = res["best_of_n"]
+    metrics = {
+        "greedy_acc": _frac(res["greedy"], "accuracy"),
+        "mcts_ppm_acc": _frac(res["mcts_ppm"], "accuracy"),
+        "ppm_selected_acc": _frac(bon, "best@k"),
+        "majority_acc": _frac(bon, "maj@k"),
+        "trajectories": bon.get("k") or ctx.cfg.eval.k,
+    }
+    return {"counts": {"test": len(problems_)}, "metrics": metrics}
+
+
+def _test_problems(ctx: StageContext):
+    from rstar_jax.data.sources import load_problems
+
+    return load_problems(ctx.cfg.data, "test")
