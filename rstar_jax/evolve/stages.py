@@ -147,9 +147,22 @@ def sft(ctx: StageContext) -> Dict[str, Any]:
     """The round's policy: SFT from `ctx.sft_init()` on the extracted trajectories."""
     from rstar_jax.training import train_policy
 
-    summary = train_policy(_with_tokenizer(ctx), ctx.output(ctx.round, "extract", "sft"),
-                           ctx.path("train"), init_from=ctx.sft_init())
+    data, init = ctx.output(ctx.round, "extract", "sft"), ctx.sft_init()
+    if _empty(data):
+        # Search verified nothing: the round keeps its starting policy.
+        log.warning("round %d: no SFT record; the policy stays %s", ctx.round, init)
+        return {"outputs": {"model": init}, "counts": {"examples": 0}}
+    summary = train_policy(_with_tokenizer(ctx), data, ctx.path("train"), init_from=init)
     return _train_outputs(ctx, summary, {"sft_loss": summary.get("final_loss")})
+
+
+def _empty(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return not any(line.strip() for line in f)
+
+
+class NoTrainingData(RuntimeError):
+    """A round produced no data to train its PPM on, and there is no earlier one."""
 
 
 def ppm(ctx: StageContext) -> Dict[str, Any]:
@@ -160,8 +173,17 @@ def ppm(ctx: StageContext) -> Dict[str, Any]:
     """
     from rstar_jax.training import train_ppm
 
-    summary = train_ppm(_with_tokenizer(ctx), ctx.output(ctx.round, "extract", "ppm"),
-                        ctx.path("train"), init_from=ctx.ppm_init())
+    data = ctx.output(ctx.round, "extract", "ppm")
+    if _empty(data):
+        previous = ctx.output(ctx.round - 1, "ppm", "model", required=False) if ctx.round > 1 else None
+        if previous is None:
+            raise NoTrainingData(
+                f"round {ctx.round}: search produced no preference pair (no problem had both a "
+                "correct and a wrong answer), so there is no PPM to train; a stronger base model "
+                "or a larger search budget (mcts.rollouts, mcts.candidates) is needed")
+        log.warning("round %d: no preference pair; keeping the PPM %s", ctx.round, previous)
+        return {"outputs": {"model": previous}, "counts": {"examples": 0}}
+    summary = train_ppm(_with_tokenizer(ctx), data, ctx.path("train"), init_from=ctx.ppm_init())
     held = (summary.get("eval") or {}).get("pair_accuracy")
     acc = held if held is not None else summary.get("pair_accuracy")
     return _train_outputs(ctx, summary, {"ppm_pair_acc": acc, "ppm_loss": summary.get("final_loss")})

@@ -114,3 +114,25 @@ def test_sft_and_ppm_stages_start_from_the_right_models(tmp_path, monkeypatch):
     out = ppm(StageContext(cfg=cfg, run_dir=run, round=2, stage="ppm"))
     assert calls == [("lm", "sft.jsonl", "/base", "/tok"), ("ppm", "ppm.jsonl", "/m/sft2", "/tok")]
     assert out["metrics"]["ppm_pair_acc"] == 0.8  # held-out pairs win over the training window
+
+
+def test_empty_round_data_keeps_models_or_says_why(tmp_path, monkeypatch):
+    import pytest
+
+    import rstar_jax.training
+    from rstar_jax.evolve.stages import NoTrainingData, ppm, sft
+
+    monkeypatch.setattr(rstar_jax.training, "train_policy", None, raising=False)
+    run = str(tmp_path)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cfg = load_config(None, ["evolve.base_policy=/base"])
+    _finished(run, 1, "extract", {"sft": str(empty), "ppm": str(empty)})
+    _finished(run, 2, "extract", {"sft": str(empty), "ppm": str(empty)})
+    out = sft(StageContext(cfg=cfg, run_dir=run, round=1, stage="sft"))
+    assert out["outputs"]["model"] == "/base" and out["counts"] == {"examples": 0}
+    with pytest.raises(NoTrainingData, match="no preference pair"):
+        ppm(StageContext(cfg=cfg, run_dir=run, round=1, stage="ppm"))
+    _finished(run, 1, "ppm", {"model": "/m/ppm1"})
+    out = ppm(StageContext(cfg=cfg, run_dir=run, round=2, stage="ppm"))
+    assert out["outputs"]["model"] == "/m/ppm1"
