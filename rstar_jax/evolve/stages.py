@@ -145,13 +145,13 @@ def extract(ctx: StageContext) -> Dict[str, Any]:
 
 def sft(ctx: StageContext) -> Dict[str, Any]:
     """The round's policy: SFT from `ctx.sft_init()` on the extracted trajectories."""
-    from rstar_jax.training import train_policy
-
     data, init = ctx.output(ctx.round, "extract", "sft"), ctx.sft_init()
     if _empty(data):
         # Search verified nothing: the round keeps its starting policy.
         log.warning("round %d: no SFT record; the policy stays %s", ctx.round, init)
         return {"outputs": {"model": init}, "counts": {"examples": 0}}
+    from rstar_jax.training import train_policy
+
     summary = train_policy(_with_tokenizer(ctx), data, ctx.path("train"), init_from=init)
     return _train_outputs(ctx, summary, {"sft_loss": summary.get("final_loss")})
 
@@ -171,8 +171,6 @@ def ppm(ctx: StageContext) -> Dict[str, Any]:
     `ppm_pair_acc` is the pair accuracy on held-out pairs when
     `train.eval_fraction` holds some out, else on the last training window.
     """
-    from rstar_jax.training import train_ppm
-
     data = ctx.output(ctx.round, "extract", "ppm")
     if _empty(data):
         previous = ctx.output(ctx.round - 1, "ppm", "model", required=False) if ctx.round > 1 else None
@@ -183,6 +181,8 @@ def ppm(ctx: StageContext) -> Dict[str, Any]:
                 "or a larger search budget (mcts.rollouts, mcts.candidates) is needed")
         log.warning("round %d: no preference pair; keeping the PPM %s", ctx.round, previous)
         return {"outputs": {"model": previous}, "counts": {"examples": 0}}
+    from rstar_jax.training import train_ppm
+
     summary = train_ppm(_with_tokenizer(ctx), data, ctx.path("train"), init_from=ctx.ppm_init())
     held = (summary.get("eval") or {}).get("pair_accuracy")
     acc = held if held is not None else summary.get("pair_accuracy")

@@ -107,7 +107,9 @@ def test_sft_and_ppm_stages_start_from_the_right_models(tmp_path, monkeypatch):
     run = str(tmp_path)
     cfg = load_config(None, ["evolve.base_policy=/base"])
     _finished(run, 0, "world", {"tokenizer": "/tok"})
-    _finished(run, 2, "extract", {"sft": "/x/sft.jsonl", "ppm": "/x/ppm.jsonl"})
+    for name in ("sft.jsonl", "ppm.jsonl"):
+        (tmp_path / name).write_text('{"query": "q"}\n')
+    _finished(run, 2, "extract", {"sft": str(tmp_path / "sft.jsonl"), "ppm": str(tmp_path / "ppm.jsonl")})
     out = sft(StageContext(cfg=cfg, run_dir=run, round=2, stage="sft"))
     assert out["outputs"]["model"] == os.path.join(run, "round_2", "sft", "train", "final")
     _finished(run, 2, "sft", {"model": "/m/sft2"})
