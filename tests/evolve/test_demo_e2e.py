@@ -1,0 +1,50 @@
+"""A reduced embedded run through the real stages (world, base pretraining,
+search, extraction, SFT, PPM, evaluation): every stage finishes with its
+manifest and the report has its fields. Minutes on a CPU: marked slow."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from testutil import REPO
+
+REDUCED = [
+    "data.arith_levels=[1,2]", "data.arith_count=12", "data.arith_test_count=8",
+    "data.arith_corpus_count=600", "evolve.pretrain.max_steps=200", "evolve.pretrain.batch_size=16",
+    "train.sft.max_steps=8", "train.ppm.max_steps=8", "mcts.rollouts=4", "mcts.candidates=3",
+    "mcts.unsolved_rollouts=0", "mcts.unsolved_seeds=0", "mcts.second_tree_for_unsolved=false",
+    "eval.k=2", "logging.progress=false",
+]
+ROUND_KEYS = {"round", "solved_share", "greedy_acc", "mcts_ppm_acc", "ppm_pair_acc", "majority_acc",
+              "ppm_selected_acc", "trajectories"}
+
+
+@pytest.mark.slow
+def test_reduced_embedded_run(tmp_path):
+    run = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "rstar_jax", "evolve", "--config", "configs/demo/evolve.yaml",
+           "--out", str(run), *REDUCED]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stages = {0: ("world", "pretrain", "eval")}
+    stages.update({r: ("problems", "search", "extract", "sft", "ppm", "eval") for r in (1, 2, 3, 4)})
+    for rnd, names in stages.items():
+        for name in names:
+            m = json.loads((run / f"round_{rnd}" / name / "manifest.json").read_text())
+            assert m["stage"] == name and m["round"] == rnd and m["timings"]["wall_s"] >= 0
+    report = json.loads((run / "report.json").read_text())
+    assert set(report) == {"base", "rounds", "wall_s"}
+    assert 0.0 <= report["base"]["greedy_acc"] <= 1.0
+    assert [r["round"] for r in report["rounds"]] == [1, 2, 3, 4]
+    for r in report["rounds"]:
+        assert set(r) == ROUND_KEYS
+        for key in ROUND_KEYS - {"round", "trajectories"}:
+            assert 0.0 <= r[key] <= 1.0, (r["round"], key)
+        assert r["trajectories"] == 2
+    assert "mcts+ppm" in out.stdout and (run / "accuracy.png").stat().st_size > 0
+    # A rerun finds every stage finished and reproduces the report.
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "report.json").read_text())["rounds"] == report["rounds"]
