@@ -92,16 +92,20 @@ class BatchFuture:
     def __init__(self, n: int):
         self._results: List[Optional[ExecResult]] = [None] * n
         self._left = n
+        self._lock = threading.Lock()  # several dispatcher threads finish programs at once
         self._event = threading.Event()
         if n == 0:
             self._event.set()
 
     def _set(self, index: int, result: ExecResult) -> None:
-        if self._results[index] is None:
+        with self._lock:
+            if self._results[index] is not None:
+                return
             self._results[index] = result
             self._left -= 1
-            if self._left == 0:
-                self._event.set()
+            finished = self._left == 0
+        if finished:
+            self._event.set()
 
     def done(self) -> bool:
         return self._event.is_set()
