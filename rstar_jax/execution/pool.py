@@ -8,7 +8,10 @@ Architecture (why each piece exists):
   sandboxed child per program (see worker.py), which gives a clean namespace
   for free and a process group to kill.
 - One dispatcher thread per worker in this process feeds it one program at a
-  time from a shared FIFO queue, and enforces a second, outer deadline
+  time (from its own queue, then the shared FIFO queue, then by stealing
+  from another worker's queue; a program goes to a worker's own queue when
+  that worker holds a snapshot of its longest prefix, see
+  `ExecutorConfig.prefix_snapshots`), and enforces a second, outer deadline
   (program timeout + grace): a worker that dies or stops answering is killed,
   with its current child's process group, and replaced; its program gets an
   error observation. Nothing here waits without a deadline, so the pool
