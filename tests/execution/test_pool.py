@@ -88,3 +88,20 @@ def test_random_state_differs_between_programs(pool):
     pool.clear_cache()
     b = pool.run([code])[0].observation
     assert a != b
+
+
+def test_concurrent_submitters_get_their_own_results(pool):
+    import threading
+
+    outs = {}
+
+    def submitter(t):
+        outs[t] = pool.run([f"print({t} * 1000 + {i})" for i in range(40)])
+
+    threads = [threading.Thread(target=submitter, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for t in range(4):
+        assert [r.observation for r in outs[t]] == [str(t * 1000 + i) for i in range(40)]
