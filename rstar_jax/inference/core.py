@@ -96,7 +96,9 @@ class DecodeCore:
         self.mesh, self.rules = mesh, dict(rules or {})
         self.graphdef, params = nnx.split(policy)
         self.params = self._place_params(params)
-        self._prefill = jax.jit(self._prefill_fn, static_argnames=("length",))
+        self._empty = jax.jit(self._empty_fn, static_argnames=("length",))
+        self._seed = jax.jit(self._seed_fn, static_argnames=("length",))
+        self._chunk = jax.jit(self._chunk_fn, donate_argnums=(1,))
         self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
         self._decode = jax.jit(self._decode_fn, donate_argnums=(1,))
         self._grow = jax.jit(self._grow_fn, static_argnames=("length",))  # pad cannot alias
@@ -106,8 +108,9 @@ class DecodeCore:
 
     # ----- sharding -------------------------------------------------------
     def _ctx(self):
-        from rstar_jax.models.sharding import sharding_context
         import contextlib
+
+        from rstar_jax.models.sharding import sharding_context
 
         return sharding_context(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext()
 
@@ -175,28 +178,40 @@ class DecodeCore:
         return {**state, "cache": self._constrain_cache(cache)}
 
     # ----- prefill --------------------------------------------------------
-    def prefill_kv(self, tokens: np.ndarray, start: int, prefix_kv, length: int):
-        """KV `[1, length, K, Dh]` per layer of `prefix_kv[:start] + tokens`.
+    def prefill_kv(self, ctx: np.ndarray, start: int, prefix_kv, length: int):
+        """KV `[1, length, K, Dh]` per layer of the context `ctx` (`[c]` ids).
 
-        `tokens` is already padded to a bucket; padding writes rows past the
-        real context that no query ever reads.
+        Rows `[0, start)` come from `prefix_kv` (a cached prompt sharing them);
+        the rest is computed in chunks of `buckets[0]` tokens, so prefill
+        compiles once per cache length whatever the prompt and prefix lengths
+        (padding in the last chunk writes rows no query ever reads).
         """
+        chunk = self.buckets[0]
         with self._ctx():
-            return self._prefill(self.params, prefix_kv, jnp.asarray(tokens)[None], jnp.int32(start),
-                                 length=length)
+            if prefix_kv is None:
+                cache = self._empty(length=length)
+            else:
+                cache = self._seed(prefix_kv, length=length)
+            for s in range(start, len(ctx), chunk):
+                toks = np.zeros((1, chunk), np.int32)
+                piece = ctx[s:s + chunk]
+                toks[0, : len(piece)] = piece
+                cache = self._chunk(self.params, cache, jnp.asarray(toks), jnp.int32(s))
+        return cache
 
-    def _prefill_fn(self, params, prefix_kv, tokens, start, *, length):
+    def _empty_fn(self, *, length):
         a = self.arch
         shape = (1, length, a.num_kv_heads, a.head_dim)
-        cache = []
-        for i in range(a.num_layers):
-            layer = []
-            for j in range(2):
-                buf = jnp.zeros(shape, a.dtype)
-                if prefix_kv is not None:
-                    buf = jax.lax.dynamic_update_slice(buf, prefix_kv[i][j][:, :length], (0, 0, 0, 0))
-                layer.append(buf)
-            cache.append(tuple(layer))
+        return [(jnp.zeros(shape, a.dtype), jnp.zeros(shape, a.dtype)) for _ in range(a.num_layers)]
+
+    def _seed_fn(self, prefix_kv, *, length):
+        """A copy of a cached prompt's KV, padded to `length` rows (never aliased:
+        the cached entry must survive the chunks that follow)."""
+        cache = self._empty_fn(length=length)
+        return [tuple(jax.lax.dynamic_update_slice(buf, p[:, :length], (0, 0, 0, 0))
+                      for buf, p in zip(layer, pl)) for layer, pl in zip(cache, prefix_kv)]
+
+    def _chunk_fn(self, params, cache, tokens, start):
         policy = nnx.merge(self.graphdef, params)
         positions = start + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
         _, cache = policy.model(tokens, positions, cache=cache)

@@ -34,7 +34,15 @@ import numpy as np
 from rstar_jax.config.schema import EngineConfig
 from rstar_jax.inference import stops as stops_lib
 from rstar_jax.inference.core import (
-    EOS, LENGTH, STOP, DecodeCore, Prefill, bucket, eos_array, states_needed, stop_tables_for,
+    EOS,
+    LENGTH,
+    STOP,
+    DecodeCore,
+    Prefill,
+    bucket,
+    eos_array,
+    states_needed,
+    stop_tables_for,
 )
 from rstar_jax.inference.prefix_cache import PrefixCache
 from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
@@ -172,10 +180,7 @@ class Engine:
         length = bucket(len(ctx), self.core.buckets)
         if prefix_kv is not None:
             length = max(length, int(prefix_kv[0][0].shape[1]))
-        suffix = ctx[start:]
-        toks = np.zeros(bucket(len(suffix), self.core.buckets), np.int32)
-        toks[: len(suffix)] = suffix
-        kv = self.core.prefill_kv(toks, start, prefix_kv, length)
+        kv = self.core.prefill_kv(np.asarray(ctx, np.int32), start, prefix_kv, length)
         if self.prefix_cache is not None:
             self.prefix_cache.insert(ctx, kv, cost=length)
         return Prefill(ids, kv)

@@ -44,10 +44,10 @@ def prefix_hashes(tokens: Sequence[int]) -> list[int]:
 class PrefixCache:
     """LRU of (token ids -> KV) entries bounded by cached tokens."""
 
-    def __init__(self, max_tokens: int, *, stride: int = 32, tail: int = 4):
-        self.max_tokens = max_tokens
+    def __init__(self, max_tokens: int, *, stride: int = 32, tail: int = 4, min_reuse: int = 16):
+        self.max_tokens, self.min_reuse = max_tokens, min_reuse
         self.stride, self.tail = stride, tail
-        self._entries: "collections.OrderedDict[int, Tuple[np.ndarray, Any, int]]" = (
+        self._entries: collections.OrderedDict[int, Tuple[np.ndarray, Any, int]] = (
             collections.OrderedDict())
         self._index: Dict[Tuple[int, int], int] = {}
         self._keys: Dict[int, list] = {}
@@ -63,7 +63,8 @@ class PrefixCache:
     def lookup(self, tokens: Sequence[int]) -> Optional[Tuple[Any, int]]:
         """The entry sharing the longest indexed prefix with `tokens`.
 
-        Returns (kv, m): `kv` is valid for `tokens[:m]`, `1 <= m <= len(tokens)`.
+        Returns (kv, m): `kv` is valid for `tokens[:m]`, `min_reuse <= m <= len(tokens)`
+        (reusing a handful of tokens is not worth copying an entry).
         """
         if not self._entries:
             return None
@@ -93,7 +94,7 @@ class PrefixCache:
         self.tokens += cost
         h = prefix_hashes(key)
         n = len(key)
-        lengths = set(range(max(1, n - self.tail), n + 1)) | set(range(self.stride, n + 1, self.stride))
+        lengths = set(range(max(self.min_reuse, n - self.tail), n + 1)) | set(range(self.stride, n + 1, self.stride))
         keys = []
         for m in lengths:
             self._index[(m, h[m])] = entry_id  # newest wins: it is likeliest reused

@@ -2,8 +2,8 @@
 
 import pytest
 from flax import nnx
-
 from inference.inference_helpers import make_tokenizer, tiny_arch
+
 from rstar_jax.models import PPM, Policy
 
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from inference.inference_helpers import tiny_arch, tiny_cfg
+
 from rstar_jax.inference import Engine, GenerationRequest, PromptTooLongError, SamplingParams
 from rstar_jax.models import Policy
 
@@ -19,6 +19,18 @@ WORDS = ("x = 3 + 4 * 5 print the answer is 23 def f(n): return n step by step s
 
 def make_engine(policy, tokenizer, *overrides):
     return Engine(policy, tokenizer, tiny_cfg(*SMALL, *overrides).engine)
+
+
+@pytest.fixture(scope="module")
+def engine(policy, tokenizer):
+    """One engine shared by the tests that use the default small config (its
+    compiled functions are reused; every test leaves all slots free)."""
+    return make_engine(policy, tokenizer)
+
+
+@nnx.jit
+def _forward(model, tokens):
+    return model(tokens)[0]
 
 
 def prompt_with_tokens(tokenizer, n, offset=0):
@@ -35,15 +47,15 @@ def prompt_with_tokens(tokenizer, n, offset=0):
 
 def teacher_forced(policy, prompt_ids, generated):
     """Argmax and log-probs of the full forward pass at each generated position."""
-    full = jnp.asarray([list(prompt_ids) + list(generated)], jnp.int32)
-    logits, _ = policy(full)
-    logits = logits[0, len(prompt_ids) - 1: len(full[0]) - 1]
+    seq = list(prompt_ids) + list(generated)
+    full = np.zeros((1, 96), np.int32)  # right padding cannot change causal logits
+    full[0, : len(seq)] = seq
+    logits = _forward(policy, jnp.asarray(full))[0, len(prompt_ids) - 1: len(seq) - 1]
     lp = jax.nn.log_softmax(logits, -1)
     return np.asarray(jnp.argmax(logits, -1)), np.asarray(lp[jnp.arange(len(generated)), jnp.asarray(generated)])
 
 
-def test_greedy_equals_teacher_forced_argmax_across_buckets_and_slot_reuse(policy, tokenizer):
-    engine = make_engine(policy, tokenizer)
+def test_greedy_equals_teacher_forced_argmax_across_buckets_and_slot_reuse(engine, policy, tokenizer):
     lengths = [3, 8, 9, 16, 17, 30, 1, 12]  # 8 prompts through 4 slots: every slot reused
     prompts = [prompt_with_tokens(tokenizer, n, i) for i, n in enumerate(lengths)]
     out = engine.generate(prompts, n=1, max_new_tokens=13, temperature=0.0)
@@ -71,8 +83,7 @@ def test_candidates_share_one_prefill_and_greedy_candidates_agree(policy, tokeni
     assert len({c.token_ids for c in cands}) == 1
 
 
-def test_stop_string_spanning_several_tokens_ends_generation_there(policy, tokenizer):
-    engine = make_engine(policy, tokenizer)
+def test_stop_string_spanning_several_tokens_ends_generation_there(engine, policy, tokenizer):
     prompt = prompt_with_tokens(tokenizer, 6)
     (free,) = engine.generate([prompt], max_new_tokens=16, temperature=0.0)[0]
     ids = list(free.token_ids)
@@ -115,16 +126,17 @@ def test_second_call_with_new_bucketed_prompts_compiles_nothing(policy, tokenize
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         kw = dict(n=2, max_new_tokens=10, temperature=0.8, stop=("<end_of_step>",))
-        engine.generate([prompt_with_tokens(tokenizer, n, 0) for n in (5, 12, 20)], **kw)
+        # Contexts of 4, 11, 19 tokens: buckets 8, 16, 32; no prompt shares a prefix.
+        engine.generate([prompt_with_tokens(tokenizer, n, i) for i, n in enumerate((5, 12, 20))], **kw)
         warm = len(compiles)
-        engine.generate([prompt_with_tokens(tokenizer, n, 7) for n in (6, 14, 25)], **kw)
+        engine.generate([prompt_with_tokens(tokenizer, n, i) for i, n in zip((7, 11, 15), (7, 14, 25))],
+                        **kw)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert warm > 0 and len(compiles) == warm
 
 
-def test_seeded_samples_do_not_depend_on_the_batch(policy, tokenizer):
-    engine = make_engine(policy, tokenizer)
+def test_seeded_samples_do_not_depend_on_the_batch(engine, policy, tokenizer):
     req = GenerationRequest(prompt_with_tokens(tokenizer, 9),
                             SamplingParams(n=3, max_new_tokens=8, temperature=1.0, seed=42))
     others = [GenerationRequest(prompt_with_tokens(tokenizer, 4 + i, i),
@@ -139,8 +151,7 @@ def test_seeded_samples_do_not_depend_on_the_batch(policy, tokenizer):
     assert [c.token_ids for c in reseeded] != [c.token_ids for c in alone]
 
 
-def test_top_k_one_through_the_engine_is_greedy(policy, tokenizer):
-    engine = make_engine(policy, tokenizer)
+def test_top_k_one_through_the_engine_is_greedy(engine, policy, tokenizer):
     prompts = [prompt_with_tokens(tokenizer, n) for n in (5, 13)]
     greedy = engine.generate(prompts, max_new_tokens=10, temperature=0.0)
     topk1 = engine.generate(prompts, n=2, max_new_tokens=10, temperature=1.5, top_k=1, seed=3)
@@ -162,8 +173,7 @@ def test_over_long_prompts_error_or_truncate_as_configured(policy, tokenizer):
         np.testing.assert_array_equal(np.asarray(c.token_ids), argmax)
 
 
-def test_bad_sampling_parameters_are_rejected(policy, tokenizer):
-    engine = make_engine(policy, tokenizer)
+def test_bad_sampling_parameters_are_rejected(engine, policy, tokenizer):
     with pytest.raises(ValueError, match="top_p"):
         engine.generate(["x"], top_p=0.0)
     with pytest.raises(ValueError, match="empty prompt"):
