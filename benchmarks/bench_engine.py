@@ -149,8 +149,8 @@ def main(argv=None):
         ecfg = cfg.engine.__class__(num_slots=b, max_seq_len=256, prefill_buckets=[128, 256],
                                     decode_steps_per_call=8, max_new_tokens=NEW, prefix_cache=False)
         engine = Engine(policy, tok, ecfg)
-        prompts = lambda: [" ".join(f"t{i}" for i in rng.randint(1, arch.vocab_size, PROMPT))  # noqa: E731
-                           for _ in range(b)]
+        prompts = lambda b=b: [" ".join(f"t{i}" for i in rng.randint(1, arch.vocab_size, PROMPT))  # noqa: E731
+                               for _ in range(b)]
         kw = dict(n=1, max_new_tokens=NEW, temperature=0.0)
         engine.generate(prompts(), **kw)  # warm-up: compiles every shape
         t = time.perf_counter()

@@ -29,28 +29,37 @@ def _mesh_for(cfg, mesh):
     return make_mesh(cfg.mesh)
 
 
-def load_policy_engine(cfg, *, mesh=None) -> Engine:
+def _need_tokenizer(tokenizer, cfg):
+    if tokenizer is None:
+        raise ValueError("no tokenizer: set model.tokenizer_dir or model.hf_dir (or load a "
+                         "checkpoint that saved one), or pass tokenizer=")
+    return tokenizer
+
+
+def load_policy_engine(cfg, *, mesh=None, tokenizer=None) -> Engine:
     """The policy named by `cfg.model` behind an `Engine` (`cfg.engine`),
-    sharded by `cfg.mesh.inference_rules` when there are several devices."""
+    sharded by `cfg.mesh.inference_rules` when there are several devices.
+
+    `tokenizer` overrides the one found with the model (needed when the
+    config names none, e.g. a fresh tiny model in tests).
+    """
     from rstar_jax.models.loading import load_policy
 
     mesh = _mesh_for(cfg, mesh)
-    policy, tokenizer = load_policy(cfg, mesh=mesh, mode="inference")
-    return Engine(policy, tokenizer, cfg.engine, mesh=mesh, rules=cfg.mesh.inference_rules)
+    policy, found = load_policy(cfg, mesh=mesh, mode="inference", with_tokenizer=tokenizer is None)
+    tok = _need_tokenizer(tokenizer or found, cfg)
+    return Engine(policy, tok, cfg.engine, mesh=mesh, rules=cfg.mesh.inference_rules)
 
 
-def load_ppm_scorer(cfg, *, mesh=None) -> PPMScorer:
-    """The PPM named by `cfg.ppm` / `cfg.model` as a `StepScorer`."""
+def load_ppm_scorer(cfg, *, mesh=None, tokenizer=None) -> PPMScorer:
+    """The PPM named by `cfg.ppm` / `cfg.model` as a `StepScorer` (scores with
+    `cfg.ppm.score_transform` applied)."""
     from rstar_jax.models.loading import load_ppm
 
     mesh = _mesh_for(cfg, mesh)
-    loaded = load_ppm(cfg, mesh=mesh, mode="inference")
-    ppm_model, tokenizer = loaded if isinstance(loaded, tuple) else (loaded, None)
-    if tokenizer is None:
-        from rstar_jax.models.loading import load_policy
-
-        _, tokenizer = load_policy(cfg, mesh=mesh, mode="inference")
-    return PPMScorer(ppm_model, tokenizer, cfg, mesh=mesh, rules=cfg.mesh.inference_rules)
+    ppm_model, found = load_ppm(cfg, mesh=mesh, mode="inference", with_tokenizer=tokenizer is None)
+    tok = _need_tokenizer(tokenizer or found, cfg)
+    return PPMScorer(ppm_model, tok, cfg, mesh=mesh, rules=cfg.mesh.inference_rules)
 
 
 __all__ = [
