@@ -1,0 +1,62 @@
+"""Shared helpers for the training tests: a tiny byte-level tokenizer and
+tiny configs (importable from subprocess scripts too)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rstar_jax.config.loader import load_config
+from rstar_jax.data.prompts import SPECIAL_TOKENS
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = os.path.join(REPO, "configs", "models", "tiny.yaml")
+
+
+def tiny_tokenizer():
+    """Byte-level tokenizer (256 symbols) + the step tags + <eos> + <pad>:
+    267 ids, inside the tiny model's 512-token vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    fast.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    return fast
+
+
+def save_tiny_tokenizer(path: str) -> str:
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def tiny_config(tok_dir: str, *extra: str):
+    """The tiny model with small batches, fast logging, no TensorBoard."""
+    overrides = [
+        f"model.tokenizer_dir={tok_dir}", "mesh.data=1", "mesh.fsdp=-1", "mesh.tensor=1",
+        "train.sft.learning_rate=0.003", "train.sft.batch_size=4", "train.sft.seq_len=512",
+        "train.sft.weight_decay=0.0", "train.sft.epochs=1",
+        "train.ppm.learning_rate=0.001", "train.ppm.batch_size=4", "train.ppm.seq_len=1024",
+        "train.log_every=1", "train.tensorboard=false", "checkpoint.save_every=0",
+        "logging.progress=false", "train.length_buckets=[64,128,256,512,1024]",
+    ]
+    return load_config(TINY, overrides + list(extra))
+
+
+def write_jsonl(path: str, rows) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+def memorisable_sft(n: int = 8):
+    """Short, distinct SFT records a tiny model can memorise."""
+    return [{"query": f"What is {i} + {i + 1}?",
+             "response": f"<code>\nprint({i} + {i + 1})\n<end_of_code>\n<output>{2 * i + 1}"
+                         f"<end_of_output>\n<answer>\\boxed{{{2 * i + 1}}}<end_of_answer>"}
+            for i in range(n)]
