@@ -30,9 +30,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from rstar_jax.config.schema import Config, OptimConfig
 from rstar_jax.models.decoder import ArchConfig
@@ -184,9 +182,7 @@ class Trainer:
                                                   self.rules, init_from)
         self.total = len(run.plan.steps)
         self.tx = steps.optimizer(run.opt, self.total)
-        opt_state = jax.jit(self.tx.init, out_shardings=self._opt_shardings(params))(params)
-        step0 = jax.device_put(jnp.zeros((), jnp.int32), st.replicated(self.mesh))
-        self.state = {"params": params, "opt_state": opt_state, "step": step0}
+        self.state = st.init_train_state(self.tx, params, self.mesh)
         self.state_sh = jax.tree.map(lambda x: x.sharding, self.state)
         self.global_batch = run.opt.batch_size
         pad = run.tokenizer.pad_token_id or 0
@@ -211,13 +207,6 @@ class Trainer:
                                          seq_len=run.opt.seq_len)
             self.eval_data = pipeline.make_dataset(run.eval_examples, eplan, kind=run.kind,
                                                    rows=self.rows, pad_id=pad)
-
-    def _opt_shardings(self, params):
-        """Moments sharded like their parameters; counters replicated."""
-        param_sh = jax.tree.map(lambda x: x.sharding, params)
-        return optax.tree_map_params(self.tx, lambda _, sh: sh, jax.eval_shape(self.tx.init, params),
-                                     param_sh,
-                                     transform_non_params=lambda _: st.replicated(self.mesh))
 
     def global_batch_at(self, k: int, data=None) -> Dict:
         return pipeline.to_global((data or self.data)[k], self.batch_sh, self.global_batch)

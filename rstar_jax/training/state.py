@@ -105,6 +105,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def init_train_state(tx, params: Dict, mesh: Mesh) -> Dict:
+    """{"params", "opt_state", "step"} with optimizer moments sharded like
+    their parameters and counters replicated (created in place)."""
+    import optax
+
+    param_sh = jax.tree.map(lambda x: x.sharding, params)
+    opt_sh = optax.tree_map_params(tx, lambda _, sh: sh, jax.eval_shape(tx.init, params),
+                                   param_sh, transform_non_params=lambda _: replicated(mesh))
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), replicated(mesh))
+    return {"params": params, "opt_state": opt_state, "step": step}
+
+
 # --- the exported final model -------------------------------------------------
 
 def arch_to_json(arch: ArchConfig) -> Dict[str, Any]:
