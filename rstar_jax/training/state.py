@@ -161,12 +161,20 @@ def read_final_meta(path: str) -> Dict[str, Any]:
         return json.load(f)
 
 
-def load_final_params(path: str, target: Dict) -> Dict:
-    """Restores exported params onto `target` (abstract params with shardings)."""
+def load_final_params(path: str, target: Optional[Dict] = None) -> Dict:
+    """Restores exported params onto `target` (abstract params with
+    shardings); without one, onto the first local device (inspection, tests)."""
     import orbax.checkpoint as ocp
 
+    p = os.path.join(os.path.abspath(path), "params")
     with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(os.path.join(os.path.abspath(path), "params"), target)
+        if target is None:
+            meta = ckptr.metadata(p)
+            tree = getattr(meta, "item_metadata", meta)
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                                  tree)
+        return ckptr.restore(p, target)
 
 
 def load_tokenizer(path: str):

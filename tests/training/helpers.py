@@ -60,3 +60,25 @@ def memorisable_sft(n: int = 8):
              "response": f"<code>\nprint({i} + {i + 1})\n<end_of_code>\n<output>{2 * i + 1}"
                          f"<end_of_output>\n<answer>\\boxed{{{2 * i + 1}}}<end_of_answer>"}
             for i in range(n)]
+
+
+def resume_config(tok_dir: str):
+    """8 steps, async checkpoints every 3 (kept: 2), on the 8-device mesh."""
+    return tiny_config(tok_dir, "train.sft.max_steps=8", "checkpoint.save_every=3",
+                       "checkpoint.keep=2", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
+                       "train.sft.batch_size=4")
+
+
+def read_metrics(out_dir: str, split: str = "train"):
+    with open(os.path.join(out_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [r for r in rows if r["split"] == split]
+
+
+def final_params(out_dir: str):
+    """The exported parameters on one device, as host numpy."""
+    import jax
+
+    from rstar_jax.training.state import load_final_params
+
+    return jax.device_get(load_final_params(os.path.join(out_dir, "final")))
