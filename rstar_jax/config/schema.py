@@ -168,9 +168,22 @@ class MCTSConfig:
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
     trees_in_flight: int = 64
+    # Run one cohort's step code while the engine generates for the other.
+    overlap_execution: bool = True
     beam_width: int = 4
     best_of_n: int = 8
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
+    # Baselines: beam search keeps `beam_width` partial solutions and samples
+    # `beam_expand` candidates from each (0: `candidates`).
+    beam_expand: int = 0
+    # Training-data extraction from trees (spec section 5).
+    extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
+    extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
+    ppm_pairs_per_side: int = 2  # positives / negatives per expanded node
+    ppm_pairs_one_side_max: int = 4  # per side when the other side has only one
+    ppm_reference_filters: bool = False  # also require the margin and edit distance below
+    ppm_min_margin: float = 0.5
+    ppm_min_edit_distance: int = 20
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,9 @@ class ExecutorConfig:
     """The sandboxed process pool that runs step code (spec section 3)."""
 
     num_workers: int = 2
-    start_method: str = "forkserver"  # forkserver | spawn
+    # Workers are fresh interpreters with a minimal environment (spawn); forkserver
+    # would inherit this process's environment (secrets), so it is not offered.
+    start_method: str = "spawn"  # spawn
     timeout_s: float = 30.0
     memory_limit_mb: int = 2048
     cpu_limit_s: int = 60
@@ -189,6 +204,10 @@ class ExecutorConfig:
     preload_modules: List[str] = field(default_factory=lambda: ["math", "numpy", "sympy", "fractions"])
     cache_size: int = 100_000
     no_network: bool = True
+    drop_privileges: bool = True  # as root: run each program under its own unused uid
+    sandbox_uid_base: int = 1_900_000_000  # worker i's programs run as uid base + i
+    tmp_size_mb: int = 256  # as root: size of each worker's private /tmp (tmpfs)
+    preload_grading: bool = True  # workers also import math-verify (grade_many in the pool)
 
 
 @dataclass(frozen=True)
@@ -335,7 +354,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
-    "executor.start_method": ("forkserver", "spawn"),
+    "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),

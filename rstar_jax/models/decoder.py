@@ -77,6 +77,7 @@ class ArchConfig:
         model_type = hf.get("model_type", "")
         if model_type not in ("qwen2", "llama"):
             raise ValueError(f"unsupported HF model_type {model_type!r} (need qwen2 or llama)")
+        _check_supported_hf(hf)
         heads = hf["num_attention_heads"]
         rope = hf.get("rope_theta")
         if rope is None:
@@ -106,6 +107,38 @@ class ArchConfig:
 
     def replace(self, **kw) -> ArchConfig:
         return dataclasses.replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        """JSON-able form (dtypes by name), stored with every checkpoint."""
+        d = dataclasses.asdict(self)
+        d["param_dtype"] = jnp.dtype(self.param_dtype).name
+        d["dtype"] = jnp.dtype(self.dtype).name
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ArchConfig:
+        """Inverse of `to_dict`."""
+        d = dict(d)
+        d["param_dtype"] = DTYPES[d.get("param_dtype", "float32")]
+        d["dtype"] = DTYPES[d.get("dtype", "float32")]
+        return cls(**d)
+
+
+def _check_supported_hf(hf: dict) -> None:
+    """Rejects HF options our layers do not implement (silently wrong logits otherwise)."""
+    model_type = hf.get("model_type")
+    if model_type == "llama" and (hf.get("attention_bias") or hf.get("mlp_bias")):
+        raise ValueError("Llama with attention_bias/mlp_bias is not supported")
+    scaling = hf.get("rope_scaling") or {}
+    rope_type = scaling.get("rope_type", scaling.get("type"))
+    if rope_type is None:
+        rope_type = (hf.get("rope_parameters") or {}).get("rope_type", "default")
+    if rope_type not in ("default", None):
+        raise ValueError(f"rope scaling {rope_type!r} is not supported")
+    if hf.get("use_sliding_window"):
+        raise ValueError("sliding-window attention is not supported")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"activation {hf.get('hidden_act')!r} is not supported (need silu)")
 
 
 class Decoder(nnx.Module):

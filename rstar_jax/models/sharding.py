@@ -10,6 +10,7 @@ replicated) and never used twice in one spec.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -17,6 +18,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 Rules = Mapping[str, Sequence[str]]
+
+log = logging.getLogger(__name__)
 
 _context = threading.local()
 
@@ -71,3 +74,90 @@ def constrain(x: jax.Array, axes: Sequence[Optional[str]]) -> jax.Array:
         return x
     spec = logical_to_spec(axes, x.shape, mesh, rules)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _is_variable(x) -> bool:
+    from flax import nnx
+
+    return isinstance(x, nnx.Variable)
+
+
+def _as_state(model_or_state):
+    """`nnx.State` of a module (abstract or real), or the state itself."""
+    from flax import nnx
+
+    if isinstance(model_or_state, nnx.Module):
+        return nnx.state(model_or_state)
+    return model_or_state
+
+
+def param_spec(var, mesh: Mesh, rules: Rules) -> PartitionSpec:
+    """The PartitionSpec of one nnx Variable from its `logical_axes` metadata.
+
+    A Variable without `logical_axes` (none exist in our models) is replicated.
+    """
+    axes = var.get_metadata().get("logical_axes")
+    shape = var.value.shape if hasattr(var, "value") else var.shape
+    if axes is None:
+        return PartitionSpec()
+    if len(axes) != len(shape):
+        raise ValueError(f"logical_axes {axes} do not match the shape {shape}")
+    return logical_to_spec(axes, shape, mesh, rules)
+
+
+def param_shardings(abstract_model_or_state, mesh: Mesh, rules: Rules):
+    """A `NamedSharding` per Variable, in the structure of `nnx.state(model)`.
+
+    Usable as `out_shardings` of a jitted init (a prefix of the state tree:
+    each Variable node gets one sharding) and as the sharding of an abstract
+    restore target.
+    """
+    state = _as_state(abstract_model_or_state)
+    return jax.tree.map(
+        lambda v: NamedSharding(mesh, param_spec(v, mesh, rules)), state, is_leaf=_is_variable)
+
+
+def replication_report(abstract_model_or_state, mesh: Mesh, rules: Rules, mesh_cfg=None) -> Dict:
+    """How much of the parameters stays whole on every device.
+
+    Returns `{"total_bytes", "replicated_bytes", "replicated_fraction",
+    "per_device_bytes", "per_device_fraction", "devices"}`; a parameter is
+    replicated when its spec shards no dimension. Raises ValueError when
+    `mesh_cfg.refuse_replicated` and the replicated fraction exceeds
+    `mesh_cfg.max_replicated_fraction` on a mesh of more than one device
+    (a rule table that shards nothing would otherwise only show up as an
+    out-of-memory error much later).
+    """
+    import numpy as np
+
+    state = _as_state(abstract_model_or_state)
+    total = replicated = per_device = 0
+    for var in jax.tree.leaves(state, is_leaf=_is_variable):
+        value = var.value if hasattr(var, "value") else var
+        nbytes = int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize
+        spec = param_spec(var, mesh, rules)
+        shards = 1
+        for entry in spec:
+            for axis in (entry if isinstance(entry, tuple) else (entry,)):
+                shards *= mesh.shape[axis] if axis else 1
+        total += nbytes
+        per_device += nbytes // shards
+        replicated += nbytes if shards == 1 else 0
+    report = {
+        "total_bytes": total,
+        "replicated_bytes": replicated,
+        "replicated_fraction": replicated / total if total else 0.0,
+        "per_device_bytes": per_device,
+        "per_device_fraction": per_device / total if total else 0.0,
+        "devices": mesh.size,
+    }
+    if mesh_cfg is not None and mesh.size > 1:
+        limit = mesh_cfg.max_replicated_fraction
+        if report["replicated_fraction"] > limit:
+            msg = (f"{report['replicated_fraction']:.0%} of the parameter bytes are replicated on "
+                   f"every one of {mesh.size} devices (limit {limit:.0%}); check the mesh "
+                   "rule table")
+            if mesh_cfg.refuse_replicated:
+                raise ValueError(msg)
+            log.warning(msg)
+    return report
