@@ -21,9 +21,8 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     if not os.path.isfile(args.data):
         print(f"rstar-jax: no such data file: {args.data}", file=sys.stderr)
         return 2
-    if args.init_from and not os.path.isfile(os.path.join(args.init_from, "model.json")):
-        print(f"rstar-jax: --init-from {args.init_from} is not an exported model "
-              "(no model.json)", file=sys.stderr)
+    if args.init_from and not os.path.isdir(args.init_from):
+        print(f"rstar-jax: --init-from {args.init_from}: no such directory", file=sys.stderr)
         return 2
     from rstar_jax.training.loop import train_policy, train_ppm
     from rstar_jax.training.records import NoUsableRecords
@@ -31,7 +30,7 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     fn = train_ppm if kind == "ppm" else train_policy
     try:
         summary = fn(cfg, args.data, args.out, init_from=args.init_from)
-    except (NoUsableRecords, ValueError) as e:
+    except (NoUsableRecords, ValueError, FileNotFoundError) as e:
         print(f"rstar-jax: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
@@ -45,7 +44,8 @@ def _add(sub, name: str, kind: str, help_text: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output dir: ckpt/, metrics.jsonl, final/, summary.json")
     p.add_argument("--init-from", default=None, metavar="DIR",
-                   help="exported model dir (DIR/final of an earlier run) to start from")
+                   help="model to start from: an export (DIR/final of an earlier run) or a "
+                        "checkpoint dir; default: the config's model")
     p.set_defaults(handler=lambda a: _run(a, kind))
 
 

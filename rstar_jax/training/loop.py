@@ -30,6 +30,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rstar_jax.config.schema import Config, OptimConfig
@@ -67,18 +68,6 @@ def flops_per_token(arch: ArchConfig, seq_len: int, *, lm_head: bool) -> float:
     return 6.0 * n + 12.0 * arch.num_layers * h * dh * seq_len
 
 
-def _resolve_tokenizer(cfg: Config, tokenizer, init_from: Optional[str]):
-    if tokenizer is not None:
-        return tokenizer
-    for path in (cfg.model.tokenizer_dir,
-                 init_from and os.path.join(init_from, "tokenizer"),
-                 cfg.model.checkpoint and os.path.join(cfg.model.checkpoint, "tokenizer"),
-                 cfg.model.hf_dir):
-        if path and os.path.isdir(path):
-            return st.load_tokenizer(path)
-    raise ValueError("no tokenizer: set model.tokenizer_dir (or pass tokenizer=)")
-
-
 def _split_eval(examples: list, fraction: float, seed: int):
     if fraction <= 0 or len(examples) < 2:
         return examples, []
@@ -89,17 +78,10 @@ def _split_eval(examples: list, fraction: float, seed: int):
             [e for i, e in enumerate(examples) if i in held])
 
 
-def build_run(cfg: Config, data_path: str, kind: str, tokenizer=None,
-              init_from: Optional[str] = None) -> Run:
+def build_run(cfg: Config, data_path: str, kind: str, tokenizer, arch: ArchConfig) -> Run:
     """Reads, tokenises and plans the data (every process does the same)."""
     opt = cfg.train.ppm if kind == "ppm" else cfg.train.sft
-    tok = _resolve_tokenizer(cfg, tokenizer, init_from)
-    if init_from:
-        arch = st.arch_from_json(st.read_final_meta(init_from)["arch"])
-    else:
-        arch = ArchConfig.from_model_config(cfg.model)
-    if len(tok) > arch.vocab_size:
-        raise ValueError(f"tokenizer has {len(tok)} tokens but the model vocab is {arch.vocab_size}")
+    tok = tokenizer
     examples, skipped = records.load_examples(data_path, tok, kind=kind, seq_len=opt.seq_len,
                                               sep=cfg.data.assistant_sep)
     train, held = _split_eval(examples, cfg.train.eval_fraction, cfg.train.seed)
@@ -172,14 +154,12 @@ def _sum_stats(rows: List[Dict]) -> Dict[str, float]:
 class Trainer:
     """Holds the sharded state, the step functions and the data of one run."""
 
-    def __init__(self, run: Run, out_dir: str, init_from: Optional[str] = None):
-        self.run, self.out_dir, cfg = run, out_dir, run.cfg
-        self.mesh = st.make_mesh(cfg.mesh)
+    def __init__(self, run: Run, mesh, graphdef, params):
+        self.run, cfg = run, run.cfg
+        self.mesh = mesh
         self.rules = cfg.mesh.training_rules
-        model_kind = "ppm" if run.kind == "ppm" else "policy"
-        self.model_kind = model_kind
-        self.graphdef, params = st.initial_params(model_kind, run.arch, cfg, self.mesh,
-                                                  self.rules, init_from)
+        self.model_kind = "ppm" if run.kind == "ppm" else "policy"
+        self.graphdef = graphdef
         self.total = len(run.plan.steps)
         self.tx = steps.optimizer(run.opt, self.total)
         self.state = st.init_train_state(self.tx, params, self.mesh)
@@ -227,13 +207,30 @@ class Trainer:
         return sum(ex[i].length for i in lens)
 
 
-def _checkpoint_manager(out_dir: str, cfg: Config):
-    import orbax.checkpoint as ocp
+def _restore(tr: Trainer, ckpt, fp: str):
+    """Restores the latest checkpoint into `tr`; returns (next step, window)."""
+    from rstar_jax.models.loading import MODEL_CLASSES, abstract_model
 
-    opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.checkpoint.keep,
-                                        enable_async_checkpointing=cfg.checkpoint.async_save,
-                                        create=True)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(out_dir, "ckpt")), options=opts)
+    opt_target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+        tr.state["opt_state"])
+    got = ckpt.restore(abstract_model(MODEL_CLASSES[tr.model_kind], tr.run.arch),
+                       mesh=tr.mesh, rules=tr.rules, extra_targets={"opt_state": opt_target})
+    data = got.extra["data"]
+    if data["plan"] != fp:
+        raise ValueError(f"{ckpt.directory}: checkpoint was made for different data or settings")
+    _, params = st.split_params(got.model)
+    step = jax.device_put(jnp.asarray(data["next_step"], jnp.int32), st.replicated(tr.mesh))
+    tr.state = {"params": params, "opt_state": got.extra["opt_state"], "step": step}
+    return data["next_step"], data["window"]
+
+
+def _save(tr: Trainer, ckpt, done: int, window: Dict, fp: str) -> None:
+    from flax import nnx
+
+    ckpt.save(done, nnx.merge(tr.graphdef, tr.state["params"]), extra={
+        "opt_state": tr.state["opt_state"],
+        "data": {"next_step": done, "window": window, "plan": fp}})
 
 
 def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Optional[str] = None,
@@ -242,23 +239,21 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
 
     Returns the summary dict (also written to `out_dir/summary.json`).
     """
-    import orbax.checkpoint as ocp
+    from rstar_jax.models.checkpoint import Checkpointer
+    from rstar_jax.models.mesh import make_mesh, maybe_initialize_distributed
 
+    maybe_initialize_distributed(cfg.mesh.distributed)
     os.makedirs(out_dir, exist_ok=True)
-    run = build_run(cfg, data_path, kind, tokenizer, init_from)
-    tr = Trainer(run, out_dir, init_from)
-    mgr = _checkpoint_manager(out_dir, cfg)
+    mesh = make_mesh(cfg.mesh)
+    model_kind = "ppm" if kind == "ppm" else "policy"
+    graphdef, params, tok, arch = st.load_for_training(cfg, model_kind, mesh, init_from, tokenizer)
+    run = build_run(cfg, data_path, kind, tok, arch)
+    tr = Trainer(run, mesh, graphdef, params)
+    ckpt = Checkpointer(os.path.join(out_dir, "ckpt"), cfg.checkpoint, config=cfg, tokenizer=tok)
     fp = _fingerprint(run)
     start, window = 0, {}
-    latest = mgr.latest_step()
-    if latest is not None:
-        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                              tr.state)
-        got = mgr.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                                          data=ocp.args.JsonRestore()))
-        if got["data"]["plan"] != fp:
-            raise ValueError(f"{out_dir}: checkpoint was made for different data or settings")
-        tr.state, start, window = got["state"], got["data"]["next_step"], got["data"]["window"]
+    if ckpt.latest_step() is not None:
+        start, window = _restore(tr, ckpt, fp)
         log.info("resumed from step %d of %d", start, tr.total)
     writer = MetricsWriter(out_dir, cfg.train.tensorboard, start)
     flops_tok = flops_per_token(run.arch, run.opt.seq_len, lm_head=kind != "ppm")
@@ -295,16 +290,14 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
             window, t0, tok0, nsteps = {}, time.perf_counter(), 0, 0
         if tr.eval_data is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0:
             writer.write({"step": done, "split": "eval", **tr.evaluate()})
-        if cfg.checkpoint.save_every and done % cfg.checkpoint.save_every == 0 and done < tr.total:
+        if cfg.checkpoint.save_every and (done % cfg.checkpoint.save_every == 0
+                                          or done == tr.total):
             flush()
-            mgr.save(done, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tr.state),
-                data=ocp.args.JsonSave({"next_step": done, "window": window, "plan": fp})))
+            _save(tr, ckpt, done, window, fp)
         if on_step is not None:
             on_step(done, last)
     bar.close()
-    mgr.wait_until_finished()
-    mgr.close()
+    ckpt.close()
     summary = _finish(tr, out_dir, last, writer)
     writer.close()
     return summary
@@ -312,8 +305,13 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
 
 def _finish(tr: Trainer, out_dir: str, last: Dict, writer: MetricsWriter) -> Dict:
     run = tr.run
-    st.export_final(os.path.join(out_dir, "final"), tr.state["params"], kind=tr.model_kind,
-                    arch=run.arch, cfg=run.cfg, tokenizer=run.tokenizer)
+    from flax import nnx
+
+    from rstar_jax.models.checkpoint import export_params
+
+    dtype = jnp.bfloat16 if run.cfg.checkpoint.export_bf16 else jnp.float32
+    export_params(nnx.merge(tr.graphdef, tr.state["params"]), os.path.join(out_dir, "final"),
+                  dtype, tokenizer=run.tokenizer, source=f"rstar-jax train ({run.kind})")
     summary = {"kind": tr.model_kind, "steps": tr.total, "final_loss": last.get("loss"),
                "pair_accuracy": last.get("pair_accuracy"),
                "tokens": int(sum(tr.tokens_in(k) for k in range(tr.total))),

@@ -43,6 +43,7 @@ def tiny_config(tok_dir: str, *extra: str):
         "train.ppm.learning_rate=0.001", "train.ppm.batch_size=4", "train.ppm.seq_len=1024",
         "train.log_every=1", "train.tensorboard=false", "checkpoint.save_every=0",
         "logging.progress=false", "train.length_buckets=[64,128,256,512,1024]",
+        "checkpoint.export_bf16=false",
     ]
     return load_config(TINY, overrides + list(extra))
 
@@ -78,7 +79,9 @@ def read_metrics(out_dir: str, split: str = "train"):
 def final_params(out_dir: str):
     """The exported parameters on one device, as host numpy."""
     import jax
+    from flax import nnx
 
-    from rstar_jax.training.state import load_final_params
+    from rstar_jax.models.checkpoint import load_exported
 
-    return jax.device_get(load_final_params(os.path.join(out_dir, "final")))
+    model = load_exported(os.path.join(out_dir, "final"))
+    return jax.device_get(nnx.to_pure_dict(nnx.state(model)))

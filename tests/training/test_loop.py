@@ -22,7 +22,7 @@ from helpers import (
 )
 
 from rstar_jax import cli
-from rstar_jax.models.decoder import ArchConfig
+from rstar_jax.models.mesh import make_mesh
 from rstar_jax.training import state as st
 from rstar_jax.training.loop import train_policy, train_ppm
 
@@ -58,7 +58,7 @@ def test_sft_loss_falls_on_a_memorisable_set(policy_run):
     assert summary["steps"] == 40 and summary["final_loss"] == pytest.approx(last)
     with open(os.path.join(out, "summary.json")) as f:
         assert json.load(f)["tokens"] == summary["tokens"] > 0
-    assert os.path.isfile(os.path.join(out, "final", "model.json"))
+    assert os.path.isfile(os.path.join(out, "final", "rstar_model.json"))
     assert os.path.isdir(os.path.join(out, "final", "tokenizer"))
 
 
@@ -76,10 +76,8 @@ def test_ppm_starts_from_the_policy_and_learns_pairs(policy_run, tok_dir, tmp_pa
     pol, ppm = final_params(pol_out), final_params(str(tmp_path / "ppm"))
     assert set(ppm) == {"model", "value_kernel", "value_bias"}
     # the PPM's starting point is exactly the policy's backbone
-    mesh = st.make_mesh(cfg.mesh)
-    arch = ArchConfig.from_model_config(cfg.model)
-    _, init = st.initial_params("ppm", arch, cfg, mesh, cfg.mesh.training_rules,
-                                os.path.join(pol_out, "final"))
+    _, init, _, _ = st.load_for_training(cfg, "ppm", make_mesh(cfg.mesh),
+                                         os.path.join(pol_out, "final"))
     for x, y in zip(jax.tree.leaves(jax.device_get(init["model"])), jax.tree.leaves(pol["model"])):
         np.testing.assert_array_equal(x, y)
 
@@ -94,12 +92,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tok_dir, sft_file, tmp_p
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     assert [r["step"] for r in read_metrics(out)] == list(range(1, 8))
     assert not os.path.exists(os.path.join(out, "final"))
-    assert sorted(os.listdir(os.path.join(out, "ckpt"))) == ["3", "6"]
+    assert sorted(os.listdir(os.path.join(out, "ckpt"))) == ["3", "6", "tokenizer"]
     summary = train_policy(resume_config(tok_dir), sft_file, out)  # resumes at step 6
     assert summary["steps"] == 8
     got, want = read_metrics(out), read_metrics(ref)
     assert [r["step"] for r in got] == list(range(1, 9))
     assert [r["loss"] for r in got] == [r["loss"] for r in want]
+    assert sorted(os.listdir(os.path.join(out, "ckpt"))) == ["6", "8", "tokenizer"]  # keep=2
     a, b = final_params(out), final_params(ref)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
@@ -137,4 +136,5 @@ def test_cli_rejects_bad_input_with_status_2(tmp_path, capsys):
         f"model.tokenizer_dir={save_tiny_tokenizer(str(tmp_path / 'tok'))}"]) == 2
     err = capsys.readouterr().err
     assert "no such data file" in err and "no usable ppm record" in err
-    assert cli.main(["train-ppm", "--data", str(bad), "--init-from", str(tmp_path)] + common) == 2
+    assert cli.main(["train-ppm", "--data", str(bad), "--init-from", str(tmp_path / "nope")]
+                    + common) == 2

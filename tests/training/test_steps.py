@@ -10,11 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from helpers import TINY
 
 from rstar_jax.config.loader import load_config
 from rstar_jax.config.schema import MeshConfig, OptimConfig
-from rstar_jax.models.decoder import ArchConfig
+from rstar_jax.models.decoder import PPM, ArchConfig, Policy
+from rstar_jax.models.loading import abstract_model, init_model
+from rstar_jax.models.mesh import make_mesh
+from rstar_jax.models.sharding import param_shardings
 from rstar_jax.training import state as st
 from rstar_jax.training import steps
 from rstar_jax.training.loop import flops_per_token
@@ -77,20 +81,18 @@ def _pair_batch(rows=8, t=24, seed=1):
 
 
 @functools.cache
-def _host_params(model_kind):
+def _host_params(cls):
     """The same initial parameters for every mesh (host numpy)."""
-    mesh = st.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-    _, abstract = st.abstract_model(model_kind, ARCH)
-    return jax.device_get(st.init_params(model_kind, ARCH,
-                                         st.param_shardings(abstract, mesh, RULES), 0))
+    return jax.device_get(st.split_params(init_model(cls, ARCH, seed=0))[1])
 
 
 def _one_step(shape, kind, batch, accum=1, loss="bt"):
-    mesh = st.make_mesh(MeshConfig(data=shape[0], fsdp=shape[1], tensor=shape[2]),
-                        jax.devices()[: int(np.prod(shape))])
-    model_kind = "ppm" if kind == "ppm" else "policy"
-    graphdef, abstract = st.abstract_model(model_kind, ARCH)
-    params = jax.device_put(_host_params(model_kind), st.param_shardings(abstract, mesh, RULES))
+    mesh = make_mesh(MeshConfig(data=shape[0], fsdp=shape[1], tensor=shape[2]),
+                     jax.devices()[: int(np.prod(shape))])
+    cls = PPM if kind == "ppm" else Policy
+    graphdef, _ = st.split_params(abstract_model(cls, ARCH))
+    shardings = nnx.to_pure_dict(param_shardings(abstract_model(cls, ARCH), mesh, RULES))
+    params = jax.device_put(_host_params(cls), shardings)
     # Adam's first update is g / (|g| + eps) ~ sign(g): float32 rounding of a
     # near-zero gradient flips it by a whole learning rate, so parameter
     # equality after one Adam step is ill-conditioned. The comparison uses
@@ -126,7 +128,7 @@ def test_sharded_step_equals_single_device(kind):
     # a real step happened (a no-op step would also "agree")
     assert ref_m["num"] > 0 and ref_m["grad_norm"] > 0
     assert not np.allclose(ref_p["model"]["embed"], _host_params(
-        "ppm" if kind == "ppm" else "policy")["model"]["embed"])
+        PPM if kind == "ppm" else Policy)["model"]["embed"])
 
 
 @pytest.mark.parametrize("kind,loss", [("lm", "bt"), ("ppm", "pqm")])
