@@ -81,7 +81,12 @@ def final_params(out_dir: str):
     import jax
     from flax import nnx
 
+    from rstar_jax.config.schema import MeshConfig
     from rstar_jax.models.checkpoint import load_exported
+    from rstar_jax.models.mesh import make_mesh
 
-    model = load_exported(os.path.join(out_dir, "final"))
+    # An explicit one-device mesh: restoring without one reuses the saved
+    # sharding, which fails for an export written by two processes.
+    mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    model = load_exported(os.path.join(out_dir, "final"), mesh=mesh, rules={})
     return jax.device_get(nnx.to_pure_dict(nnx.state(model)))

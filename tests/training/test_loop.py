@@ -43,7 +43,7 @@ def sft_file(tmp_path_factory):
 def policy_run(tok_dir, sft_file, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("policy"))
     cfg = tiny_config(tok_dir, "train.sft.max_steps=40", "train.sft.learning_rate=0.01",
-                      "train.sft.schedule=constant", "train.log_every=5")
+                      "train.sft.schedule=constant", "train.log_every=5", "train.tensorboard=true")
     return out, train_policy(cfg, sft_file, out)
 
 
@@ -60,6 +60,7 @@ def test_sft_loss_falls_on_a_memorisable_set(policy_run):
         assert json.load(f)["tokens"] == summary["tokens"] > 0
     assert os.path.isfile(os.path.join(out, "final", "rstar_model.json"))
     assert os.path.isdir(os.path.join(out, "final", "tokenizer"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out, "tb")))
 
 
 def test_ppm_starts_from_the_policy_and_learns_pairs(policy_run, tok_dir, tmp_path):
@@ -68,11 +69,17 @@ def test_ppm_starts_from_the_policy_and_learns_pairs(policy_run, tok_dir, tmp_pa
               "neg": f"bad {i}<end_of_step>", "pos_count": 2, "neg_count": 2} for i in range(8)]
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     cfg = tiny_config(tok_dir, "train.ppm.max_steps=30", "train.ppm.learning_rate=0.003",
-                      "train.ppm.schedule=constant", "train.log_every=10")
+                      "train.ppm.schedule=constant", "train.log_every=10",
+                      "train.eval_fraction=0.25", "train.eval_every=15")
     summary = train_ppm(cfg, data, str(tmp_path / "ppm"), init_from=os.path.join(pol_out, "final"))
     rows = read_metrics(str(tmp_path / "ppm"))
     assert rows[0]["loss"] > rows[-1]["loss"] and rows[-1]["loss"] < 0.2
     assert summary["pair_accuracy"] == 1.0
+    # 2 of the 8 pairs held out, evaluated every 15 steps and at the end
+    assert summary["examples"] == 6 and summary["eval_examples"] == 2
+    evals = read_metrics(str(tmp_path / "ppm"), "eval")
+    assert [r["step"] for r in evals] == [15, 30]
+    assert evals[-1]["loss"] < evals[0]["loss"] and 0 <= evals[-1]["pair_accuracy"] <= 1
     pol, ppm = final_params(pol_out), final_params(str(tmp_path / "ppm"))
     assert set(ppm) == {"model", "value_kernel", "value_bias"}
     # the PPM's starting point is exactly the policy's backbone

@@ -86,11 +86,11 @@ def _host_params(cls):
     return jax.device_get(st.split_params(init_model(cls, ARCH, seed=0))[1])
 
 
-def _one_step(shape, kind, batch, accum=1, loss="bt"):
+def _one_step(shape, kind, batch, accum=1, loss="bt", arch=ARCH):
     mesh = make_mesh(MeshConfig(data=shape[0], fsdp=shape[1], tensor=shape[2]),
                      jax.devices()[: int(np.prod(shape))])
     cls = PPM if kind == "ppm" else Policy
-    graphdef, _ = st.split_params(abstract_model(cls, ARCH))
+    graphdef, _ = st.split_params(abstract_model(cls, arch))
     shardings = nnx.to_pure_dict(param_shardings(abstract_model(cls, ARCH), mesh, RULES))
     params = jax.device_put(_host_params(cls), shardings)
     # Adam's first update is g / (|g| + eps) ~ sign(g): float32 rounding of a
@@ -160,3 +160,11 @@ def test_optimizer_schedule_decays_linearly_and_clips():
     upd, _ = tx.update({"w": jnp.array([30.0, 40.0, 0.0])}, tx.init(p), p)
     # first Adam step: clipped g / |g| -> lr * sign(g) with lr(0) = 1e-3
     np.testing.assert_allclose(upd["w"], [-1e-3, -1e-3, 0.0], atol=1e-9)
+
+
+def test_bfloat16_compute_tracks_float32():
+    batch = _lm_batch()
+    _, m32 = _one_step((1, 1, 1), "lm", batch)
+    _, m16 = _one_step((1, 1, 1), "lm", batch, arch=ARCH.replace(dtype=jnp.bfloat16))
+    assert m16["num"] / m16["denom"] == pytest.approx(m32["num"] / m32["denom"], rel=2e-2)
+    assert m16["num"] != m32["num"]  # really computed in bfloat16
