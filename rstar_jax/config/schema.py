@@ -271,6 +271,9 @@ class TrainConfig:
     eval_every: int = 0  # 0: off
     eval_fraction: float = 0.0
     tensorboard: bool = True
+    # Peak FLOP/s of one device (MFU = model FLOP/s / (peak x devices))
+    # (0: MFU not reported). benchmarks/bench_train.py measures the CPU's.
+    peak_flops: float = 0.0
 
 
 @dataclass(frozen=True)
