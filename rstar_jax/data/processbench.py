@@ -60,7 +60,8 @@ def _sample(rec, subset: str, i: int) -> ProcessBenchSample:
 
 def load_subset(path: str, subset: Optional[str] = None,
                 limit: Optional[int] = None) -> List[ProcessBenchSample]:
-    """Reads one subset file; a malformed row is an error (the set is curated)."""
+    """Reads one subset file; a malformed row is an error (the set is curated).
+    `limit` keeps a class-balanced head (see `balanced_head`)."""
     subset = subset or os.path.splitext(os.path.basename(path))[0]
     try:
         with open(path, encoding="utf-8") as f:
@@ -70,12 +71,28 @@ def load_subset(path: str, subset: Optional[str] = None,
     if not isinstance(records, list):
         raise ProcessBenchError(f"{path}: expected a JSON list")
     out = []
-    for i, rec in enumerate(records[:limit] if limit is not None else records):
+    for i, rec in enumerate(records):
         try:
             out.append(_sample(rec, subset, i))
         except ValueError as e:
             raise ProcessBenchError(f"{path}: row {i}: {e}") from None
-    return out
+    return out if limit is None else balanced_head(out, limit)
+
+
+def balanced_head(samples: Sequence[ProcessBenchSample], n: int) -> List[ProcessBenchSample]:
+    """The first ceil(n/2) erroneous and first floor(n/2) correct samples
+    (topped up from the other group when one runs short), in file order.
+
+    The official files list erroneous solutions first, so a plain head would
+    hold no correct sample and F1 would be undefined.
+    """
+    err = [i for i, s in enumerate(samples) if s.label != -1]
+    cor = [i for i, s in enumerate(samples) if s.label == -1]
+    n_err = min(len(err), (n + 1) // 2)
+    n_cor = min(len(cor), n - n_err)
+    n_err = min(len(err), n - n_cor)
+    keep = sorted(err[:n_err] + cor[:n_cor])
+    return [samples[i] for i in keep]
 
 
 def load_processbench(directory: str, subsets: Optional[Sequence[str]] = None,

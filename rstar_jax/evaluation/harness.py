@@ -18,6 +18,7 @@ scores, tokens), `summary.json`, `report.md`, `accuracy.png`,
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -165,6 +166,10 @@ def evaluate(
       {"summaries": [per-benchmark summary], "paths": {report files}}.
     """
     sel = selection_for(method, cfg)
+    if grade is None:
+        from rstar_jax.execution.grading import grade as real_grade
+
+        grade = functools.partial(real_grade, timeout_s=cfg.eval.grade_timeout_s)
     if run_method is None:
         from rstar_jax.evaluation.methods import run_method as default_runner
 

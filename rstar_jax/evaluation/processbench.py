@@ -127,7 +127,16 @@ def evaluate_scores(
         per[name] = f1_from_predictions(labels[name], preds)
     held = [v["f1"] for k, v in per.items() if k != tune_subset and not math.isnan(v["f1"])]
     return {"threshold": threshold, "tuned_on": tune_subset, "subsets": per,
-            "heldout_mean_f1": float(np.mean(held)) if held else math.nan}
+            "heldout_mean_f1": float(np.mean(held)) if held else None}
+
+
+def json_ready(obj):
+    """NaN (an empty group) -> None, so the result is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj
 
 
 def evaluate_processbench(
@@ -143,4 +152,5 @@ def evaluate_processbench(
     scores = {k: score_samples(v, scorer, batch_size=batch_size, sep=sep)
               for k, v in data.items()}
     labels = {k: [s.label for s in v] for k, v in data.items()}
-    return evaluate_scores(scores, labels, tune_subset=tune_subset, threshold=threshold)
+    return json_ready(evaluate_scores(scores, labels, tune_subset=tune_subset,
+                                      threshold=threshold))

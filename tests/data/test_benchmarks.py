@@ -83,3 +83,14 @@ def test_sources_aliases_limits_and_errors(bench_dir, tmp_path):
 def test_tfds_manual_dir(bench_dir, tmp_path):
     problems = B.load_tfds("amc23", str(tmp_path / "d"), manual_dir=bench_dir)
     assert len(problems) == 40
+
+
+def test_reference_list_answers_grade_as_any_element(bench_dir):
+    from rstar_jax.execution.grading import grade
+
+    by_index = {p.meta.get("index"): p for p in B.load_benchmark("math", path=bench_dir)}
+    gold = by_index[334].answer
+    assert gold == ("3", "-3")
+    assert grade("3", list(gold)) and grade("-3", list(gold)) and not grade("0", list(gold))
+    foci = list(by_index[2717].answer)
+    assert grade("(0,0)", foci) and grade("(10, 0)", foci) and not grade("(5,0)", foci)

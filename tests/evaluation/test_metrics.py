@@ -104,3 +104,13 @@ def test_math500_levels_join_on_question_text(shared_data):
     assert sum(v["n"] for v in out["level"].values()) == 500
     assert set(out["level"]) == {"1", "2", "3", "4", "5"}
     assert len(out["subject"]) == 7
+
+
+def test_real_grader_same_numbers_as_toy():
+    """The executor's grader agrees with the hand-checked toy grader here."""
+    assert M.aggregate(SAMPLES, 2) == M.aggregate(SAMPLES, 2, toy_grade, toy_equiv)
+    # And handles LaTeX the toy one cannot: \frac{1}{2} == 0.5, any list element.
+    s = [M.Samples(("\\frac{1}{2}", "2"), ("0.5", "\\dfrac12", "3"), (0.1, 0.2, 0.9))]
+    out = M.aggregate(s)
+    assert out["first"] == 100.0 and out["maj@k"] == 100.0 and out["best@k"] == 0.0
+    assert out["weighted@k"] == 0.0  # {0.5, \dfrac12}: 0.3 < 0.9

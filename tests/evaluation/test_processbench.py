@@ -93,3 +93,11 @@ def test_malformed_processbench(tmp_path):
         PB.load_processbench(str(tmp_path), ["gsm8k"])
     with pytest.raises(PB.ProcessBenchError, match="no math.json"):
         PB.load_processbench(str(tmp_path), ["math"])
+
+
+def test_balanced_head_keeps_both_classes_in_file_order():
+    samples = [sample("x", i, [0.5], lab) for i, lab in enumerate([0, 0, 0, -1, 0, -1])]
+    assert [s.id for s in PB.balanced_head(samples, 3)] == ["x-0", "x-1", "x-3"]
+    assert [s.id for s in PB.balanced_head(samples, 4)] == ["x-0", "x-1", "x-3", "x-5"]
+    # Only 2 correct samples: topped up with erroneous ones.
+    assert [s.id for s in PB.balanced_head(samples, 5)] == ["x-0", "x-1", "x-2", "x-3", "x-5"]

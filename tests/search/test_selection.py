@@ -91,3 +91,11 @@ def test_select_dispatch():
         sel.select("weighted", answers)
     with pytest.raises(ValueError, match="unknown selection"):
         sel.select("best", answers, scores)
+
+
+def test_default_equiv_is_the_executor_grader():
+    answers = ["3", "\\frac{1}{2}", "0.5", "\\dfrac{1}{2}", "3.0"]
+    classes = sel.group_answers(answers)
+    assert [c.members for c in classes] == [(0, 4), (1, 2, 3)]
+    assert sel.majority_vote(answers) == "\\frac{1}{2}"
+    assert sel.weighted_vote(answers, [0.9, 0.1, 0.1, 0.1, 0.5]) == "3"
