@@ -45,6 +45,11 @@ def _evaluate(args: argparse.Namespace, run_method=None) -> int:
     except (BenchmarkError, ProblemFileError, harness.EvaluationError, MethodUnavailable,
             FileNotFoundError) as e:
         return _fail("evaluate", e)
+    finally:
+        if run_method is None:
+            from rstar_jax.evaluation.methods import close_session
+
+            close_session()
     print(markdown_table(out["summaries"]), end="")
     print(f"report: {out['paths']['markdown']}", file=sys.stderr)
     return 0

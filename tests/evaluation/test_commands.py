@@ -8,6 +8,7 @@ import pytest
 
 from rstar_jax.data.processbench import load_processbench
 from rstar_jax.evaluation import commands, harness
+from rstar_jax.evaluation.methods import MethodUnavailable
 from rstar_jax.evaluation.processbench import f1_from_predictions
 
 
@@ -65,9 +66,12 @@ def test_evaluate_bad_input_exit_2(cfg_file, tmp_path, capsys):
     assert commands._evaluate(p.parse_args(base + ["--benchmark", "nope"]),
                               run_method=gold_runner) == 2
     assert "unknown benchmark" in capsys.readouterr().err
-    # The default runner is not wired in this build: a clear message, not a traceback.
-    assert commands._evaluate(p.parse_args(base + ["--benchmark", "aime", "--limit", "1"])) == 2
-    assert "greedy" in capsys.readouterr().err
+    # A method whose model side is missing: a clear message, not a traceback.
+    def unavailable(method, problems, cfg):
+        raise MethodUnavailable(f"method {method!r} needs a PPM scorer")
+    assert commands._evaluate(p.parse_args(base + ["--benchmark", "aime", "--limit", "1"]),
+                              run_method=unavailable) == 2
+    assert "method 'greedy' needs a PPM scorer" in capsys.readouterr().err
 
 
 class FakeScorer:
