@@ -174,14 +174,15 @@ def evaluate(
         from rstar_jax.evaluation.methods import run_method as default_runner
 
         run_method = default_runner
-    names = [b if os.path.isfile(b) else canonical_name(b) for b in benchmarks]
+    given = problems or {}
+    names = [b if b in given or os.path.isfile(b) else canonical_name(b) for b in benchmarks]
     _check_run(out_dir, {"method": method, "k": cfg.eval.k, "selection": sel,
                          "benchmarks": [os.path.basename(n) for n in names]})
     levels = None
     summaries = []
     for name in names:
         key = os.path.splitext(os.path.basename(name))[0] if os.path.isfile(name) else name
-        probs = (problems or {}).get(key)
+        probs = given.get(key)
         if probs is None:
             probs = load_benchmark(name, data_dir=cfg.eval.data_dir,
                                    path=cfg.eval.benchmark_dir, limit=cfg.eval.limit)
