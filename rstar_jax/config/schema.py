@@ -168,9 +168,22 @@ class MCTSConfig:
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
     trees_in_flight: int = 64
+    # Run one cohort's step code while the engine generates for the other.
+    overlap_execution: bool = True
     beam_width: int = 4
     best_of_n: int = 8
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
+    # Baselines: beam search keeps `beam_width` partial solutions and samples
+    # `beam_expand` candidates from each (0: `candidates`).
+    beam_expand: int = 0
+    # Training-data extraction from trees (spec section 5).
+    extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
+    extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
+    ppm_pairs_per_side: int = 2  # positives / negatives per expanded node
+    ppm_pairs_one_side_max: int = 4  # per side when the other side has only one
+    ppm_reference_filters: bool = False  # also require the margin and edit distance below
+    ppm_min_margin: float = 0.5
+    ppm_min_edit_distance: int = 20
 
 
 @dataclass(frozen=True)
