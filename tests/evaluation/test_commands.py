@@ -108,3 +108,13 @@ def test_evaluate_ppm_errors(cfg_file, capsys):
     args = p.parse_args(["evaluate-ppm", "--config", cfg_file, "--subsets", "math"])
     assert commands._evaluate_ppm(args, FakeScorer()) == 2
     assert "tuning subset 'gsm8k'" in capsys.readouterr().err
+
+
+def test_evaluate_reads_benchmarks_through_tfds(cfg_file, tmp_path, capsys):
+    tfds_dir = tmp_path / "tfds"
+    args = parser().parse_args(["evaluate", "--config", cfg_file, "--benchmark", "gaokao",
+                                "--method", "greedy", "--out", str(tmp_path / "r"), "--limit", "2",
+                                f"eval.data_dir={tfds_dir}"])
+    assert commands._evaluate(args, run_method=gold_runner) == 0
+    assert "| gaokao2023en | greedy | 2 | 100.0 |" in capsys.readouterr().out
+    assert list((tfds_dir / "rstar_benchmark" / "gaokao2023en").rglob("*.array_record*"))
