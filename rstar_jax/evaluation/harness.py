@@ -198,3 +198,34 @@ def evaluate(
                  summaries[-1]["n"])
     paths = report.write_report(out_dir, summaries)
     return {"summaries": summaries, "paths": paths}
+
+
+def evaluate_methods(
+    cfg,
+    problems: Sequence[Problem],
+    methods_: Sequence[str],
+    out_dir: str,
+    *,
+    name: str = "test",
+    run_method: Optional[MethodRunner] = None,
+    grade: Optional[metrics.Grade] = None,
+    equiv: Optional[metrics.Equiv] = None,
+) -> Dict[str, Dict[str, object]]:
+    """Several methods on one problem set (e.g. an evolve round's test
+    split), each in `out_dir/<method>/`, sharing the loaded models.
+
+    Returns:
+      {method: the benchmark summary of `name`}.
+    """
+    out = {}
+    try:
+        for m in methods_:
+            res = evaluate(cfg, [name], m, os.path.join(out_dir, m), run_method=run_method,
+                           grade=grade, equiv=equiv, problems={name: problems})
+            out[m] = res["summaries"][0]
+    finally:
+        if run_method is None:
+            from rstar_jax.evaluation.methods import close_session
+
+            close_session()
+    return out

@@ -152,3 +152,12 @@ def test_config_fields_load(tmp_path):
     f.write_text("eval:\n  mcts_selection: weighted\n  chunk_size: 3\n")
     cfg = load_config(str(f), ["eval.processbench_tune_subset=math"])
     assert cfg.eval.mcts_selection == "weighted" and cfg.eval.processbench_tune_subset == "math"
+
+
+def test_evaluate_methods_one_problem_set(tmp_path):
+    out = harness.evaluate_methods(make_cfg(), PROBLEMS, ["greedy", "majority", "best_of_n"],
+                                   str(tmp_path / "ev"), run_method=FixedRunner(),
+                                   grade=toy_grade, equiv=toy_equiv)
+    assert {m: s["accuracy"] for m, s in out.items()} == {"greedy": 50.0, "majority": 25.0,
+                                                          "best_of_n": 25.0}
+    assert (tmp_path / "ev" / "majority" / "test" / "results.jsonl").is_file()
