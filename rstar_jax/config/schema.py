@@ -305,6 +305,17 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     top_k_vote: int = 4
     grade_timeout_s: float = 5.0
+    # Directory holding the official benchmark files (or any one problem
+    # file); with `data_dir` set it is the tfds builders' source instead.
+    benchmark_dir: Optional[str] = None
+    levels_path: Optional[str] = None  # math500_levels.jsonl (default: beside the files)
+    # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
+    # the reference README's majority over the top `top_k_vote`, or votes.
+    mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
+    chunk_size: int = 16  # problems per runner call; each finished chunk is saved
+    processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
+    processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all
+    processbench_threshold: Optional[float] = None  # fixed threshold (skips tuning)
 
 
 @dataclass(frozen=True)
@@ -367,6 +378,8 @@ CHOICES: Dict[str, tuple] = {
     "train.ppm.schedule": ("linear", "constant", "cosine"),
     "evolve.ppm_init": ("policy", "base"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
+    "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 
