@@ -234,6 +234,12 @@ class DataConfig:
     arith_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arith_test_seed: int = 1_000_003
     arith_test_count: int = 128
+    # The demo's pretraining corpus of imperfect solutions (data/corpus.py):
+    # its own problem stream, and per level 1..4 the share of wrong solutions.
+    arith_corpus_seed: int = 7_000_001
+    arith_corpus_count: int = 4096
+    arith_error_rates: List[float] = field(default_factory=lambda: [0.15, 0.3, 0.5, 0.7])
+    tokenizer_vocab_size: int = 512  # the demo BPE's size (special tokens included)
 
 
 @dataclass(frozen=True)
@@ -291,6 +297,19 @@ class EvolveConfig:
     stages: List[str] = field(
         default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
     )
+    # Round 0, before round 1: e.g. [world, pretrain, eval] for the demo
+    # (make the world, pretrain the base model, measure its greedy accuracy);
+    # [eval] for a real base model; [] to skip.
+    base_stages: List[str] = field(default_factory=list)
+    # Round 0 `pretrain`: the base model trained from scratch on the world's
+    # corpus (the demo's stand-in for a pretrained base model).
+    pretrain: OptimConfig = field(
+        default_factory=lambda: OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                                            weight_decay=0.01, batch_size=32, epochs=2.0, seq_len=512)
+    )
+    # Stage name -> "package.module:function" replacing the built-in stage
+    # (custom stages, and the fakes the tests plug in).
+    stage_functions: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -377,6 +396,7 @@ CHOICES: Dict[str, tuple] = {
     "train.sft.schedule": ("linear", "constant", "cosine"),
     "train.ppm.schedule": ("linear", "constant", "cosine"),
     "evolve.ppm_init": ("policy", "base"),
+    "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
     "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
     "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),
