@@ -92,3 +92,21 @@ def run_all(tiny_config, tmp_path, capsys):
             assert all(r["outputs"] and r["generated_tokens"] > 0 for r in recs)
             if method in ("best_of_n", "beam", "mcts_ppm"):
                 assert all(r["scores"] is not None for r in recs)
+
+
+@pytest.mark.slow
+def test_evaluate_ppm_with_a_tiny_ppm(tiny_config, tmp_path, capsys, shared_data):
+    p = argparse.ArgumentParser()
+    commands.register(p.add_subparsers(dest="command"))
+    args = p.parse_args(["evaluate-ppm", "--config", tiny_config, "--benchmark", "processbench",
+                         "--data", str(shared_data / "processbench"), "--subsets", "gsm8k,math",
+                         "--limit", "4", "--out", str(tmp_path)])
+    assert commands._evaluate_ppm(args) == 0, capsys.readouterr().err
+    got = json.loads(capsys.readouterr().out)
+    assert got["tuned_on"] == "gsm8k" and isinstance(got["threshold"], float)
+    for name in ("gsm8k", "math"):
+        s = got["subsets"][name]
+        assert s["n_error"] == 2 and s["n_correct"] == 2
+        a, b = s["error_acc"], s["correct_acc"]
+        assert s["f1"] == pytest.approx(0.0 if a + b == 0 else 2 * a * b / (a + b))
+    assert (tmp_path / "processbench.json").is_file()
