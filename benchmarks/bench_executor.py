@@ -189,6 +189,7 @@ def tree_cache_benefit(pool):
 
 
 def main() -> int:
+    global TIMEOUT_S
     warnings.simplefilter("ignore")  # sympy deprecation chatter from the reference's leaked globals
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400, help="programs in the workload")
@@ -197,7 +198,6 @@ def main() -> int:
     ap.add_argument("--subprocess-n", type=int, default=100,
                     help="programs (a prefix of the workload) timed for the slow subprocess baseline")
     args = ap.parse_args()
-    global TIMEOUT_S
     TIMEOUT_S = args.timeout
 
     work = chains(args.n)
