@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from testutil import REPO
 
 from rstar_jax.config import ConfigError, config_chain, from_dict, load_config, to_dict
 from rstar_jax.config.schema import Config
+from testutil import REPO
 
 CONFIG_FILES = sorted(
     os.path.relpath(os.path.join(d, f), REPO)

@@ -4,9 +4,9 @@ import json
 import re
 
 import pytest
-from testutil import SHARED_DATA
 
 from rstar_jax.execution.program import cumulative_program, step_code
+from testutil import SHARED_DATA
 
 _STOP_RE = re.compile(r"(<end_of_step>|<end_of_code>|<end_of_answer>)")
 

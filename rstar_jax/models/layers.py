@@ -1,0 +1,178 @@
+"""Decoder building blocks: RMSNorm, rotary embeddings, GQA attention, SwiGLU.
+
+Parameters carry logical axis names in their `logical_axes` metadata
+(`embed`, `heads`, `kv_heads`, `head_dim`, `mlp`, `vocab`, `norm`); the
+rule tables in the config map them onto mesh axes (`sharding.py`). Layers
+never name mesh axes themselves. Activations are constrained with
+`sharding.constrain`, a no-op outside a sharding context.
+
+Shapes: B batch, T new tokens, S cache length, D hidden, H query heads,
+K key/value heads, G = H // K, Dh head dim, F the MLP width.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rstar_jax.models.sharding import constrain
+
+Array = jax.Array
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, scale: Optional[float] = None) -> nnx.Param:
+    """A normal(0, scale) parameter (scale defaults to 1/sqrt(fan_in))."""
+    fan_in = shape[0] if len(shape) > 1 else 1
+    std = scale if scale is not None else fan_in ** -0.5
+    value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
+    return nnx.Param(value.astype(dtype), logical_axes=tuple(axes))
+
+
+def _zeros(shape, axes, dtype) -> nnx.Param:
+    return nnx.Param(jnp.zeros(shape, dtype), logical_axes=tuple(axes))
+
+
+class RMSNorm(nnx.Module):
+    """x / rms(x) * scale, computed in float32 (as HF Qwen2/Llama do)."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype, rngs: nnx.Rngs):
+        del rngs
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+
+    def __call__(self, x: Array) -> Array:
+        dtype = x.dtype
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(x32 * x32, axis=-1, keepdims=True)
+        y = x32 * jax.lax.rsqrt(var + self.eps)
+        return (self.scale[...].astype(jnp.float32) * y).astype(dtype)
+
+
+def rope_tables(positions: Array, head_dim: int, theta: float) -> Tuple[Array, Array]:
+    """cos, sin `[B, T, Dh]` for the half-rotation convention of HF Llama/Qwen2."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotates `x [B, T, N, Dh]` by the tables `[B, T, Dh]`."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    return (x.astype(jnp.float32) * c + rotated.astype(jnp.float32) * s).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Grouped-query attention with optional q/k/v bias and a KV cache.
+
+    With a cache, new keys/values are written at their absolute positions
+    (`positions`) and every query attends to cache entries at positions
+    `<= its own`. Entries past a row's current position may hold stale
+    values (padding, an earlier request); the mask never reads them, and
+    the token that owns a position overwrites its entry before any later
+    query can see it.
+    """
+
+    def __init__(self, *, hidden: int, heads: int, kv_heads: int, head_dim: int, bias: bool,
+                 rope_theta: float, param_dtype, dtype, rngs: nnx.Rngs):
+        if heads % kv_heads:
+            raise ValueError(f"num_heads {heads} is not a multiple of num_kv_heads {kv_heads}")
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.rope_theta, self.dtype = rope_theta, dtype
+        self.q = _param(rngs, (hidden, heads, head_dim), ("embed", "heads", "head_dim"), param_dtype)
+        self.k = _param(rngs, (hidden, kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.v = _param(rngs, (hidden, kv_heads, head_dim), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.o = _param(rngs, (heads, head_dim, hidden), ("heads", "head_dim", "embed"), param_dtype,
+                        scale=(heads * head_dim) ** -0.5)
+        self.bias = bias
+        if bias:
+            self.q_bias = _zeros((heads, head_dim), ("heads", "head_dim"), param_dtype)
+            self.k_bias = _zeros((kv_heads, head_dim), ("kv_heads", "head_dim"), param_dtype)
+            self.v_bias = _zeros((kv_heads, head_dim), ("kv_heads", "head_dim"), param_dtype)
+
+    def _proj(self, x, w, b):
+        y = jnp.einsum("btd,dnh->btnh", x, w[...].astype(self.dtype))
+        return y + b[...].astype(self.dtype) if b is not None else y
+
+    def __call__(self, x: Array, positions: Array, cache: Optional[Tuple[Array, Array]] = None,
+                 segment_ids: Optional[Array] = None):
+        """x `[B, T, D]`, positions `[B, T]`; cache (k, v) `[B, S, K, Dh]`.
+
+        Returns (out `[B, T, D]`, new cache or None).
+        """
+        q = self._proj(x, self.q, self.q_bias if self.bias else None)
+        k = self._proj(x, self.k, self.k_bias if self.bias else None)
+        v = self._proj(x, self.v, self.v_bias if self.bias else None)
+        cos, sin = rope_tables(positions, self.head_dim, self.rope_theta)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q = constrain(q, ("activation_batch", "activation_length", "activation_heads", None))
+        k = constrain(k, ("activation_batch", "activation_length", "activation_kv_heads", None))
+
+        if cache is not None:
+            ck, cv = cache
+            rows = jnp.arange(x.shape[0])[:, None]
+            ck = ck.at[rows, positions].set(k.astype(ck.dtype), mode="drop")
+            cv = cv.at[rows, positions].set(v.astype(cv.dtype), mode="drop")
+            keys, values = ck.astype(self.dtype), cv.astype(self.dtype)
+            key_pos = jnp.arange(ck.shape[1])[None, :]  # [1, S]
+            mask = key_pos[:, None, :] <= positions[:, :, None]  # [B, T, S]
+            new_cache = (ck, cv)
+        else:
+            keys, values = k, v
+            mask = positions[:, None, :] <= positions[:, :, None]  # [B, T, T]
+            if segment_ids is not None:
+                mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
+            new_cache = None
+
+        b, t = x.shape[:2]
+        groups = self.heads // self.kv_heads
+        qg = q.reshape(b, t, self.kv_heads, groups, self.head_dim)
+        scores = jnp.einsum("btkgh,bskh->bkgts", qg, keys).astype(jnp.float32)
+        scores = scores * (self.head_dim ** -0.5)
+        scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", probs, values).reshape(b, t, self.heads, self.head_dim)
+        out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype))
+        return out, new_cache
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, *, hidden: int, inner: int, param_dtype, dtype, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.gate = _param(rngs, (hidden, inner), ("embed", "mlp"), param_dtype)
+        self.up = _param(rngs, (hidden, inner), ("embed", "mlp"), param_dtype)
+        self.down = _param(rngs, (inner, hidden), ("mlp", "embed"), param_dtype)
+
+    def __call__(self, x: Array) -> Array:
+        g = x @ self.gate[...].astype(self.dtype)
+        u = x @ self.up[...].astype(self.dtype)
+        h = constrain(jax.nn.silu(g) * u, ("activation_batch", "activation_length", "activation_mlp"))
+        return h @ self.down[...].astype(self.dtype)
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        pd, cd = cfg.param_dtype, cfg.dtype
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pd, rngs=rngs)
+        self.attn = Attention(hidden=cfg.hidden_size, heads=cfg.num_heads, kv_heads=cfg.num_kv_heads,
+                              head_dim=cfg.head_dim, bias=cfg.attention_bias,
+                              rope_theta=cfg.rope_theta, param_dtype=pd, dtype=cd, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pd, rngs=rngs)
+        self.mlp = MLP(hidden=cfg.hidden_size, inner=cfg.intermediate_size, param_dtype=pd,
+                       dtype=cd, rngs=rngs)
+
+    def __call__(self, x, positions, cache=None, segment_ids=None):
+        h, new_cache = self.attn(self.attn_norm(x), positions, cache, segment_ids)
+        x = x + h
+        x = x + self.mlp(self.mlp_norm(x))
+        return constrain(x, ("activation_batch", "activation_length", "activation_embed")), new_cache
