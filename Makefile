@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/rstar-jax evolve --config configs/demo/evolve.yaml --out $(RUN_DIR)
 
 lint: $(STAMP)
-	$(BIN)/ruff check rstar_jax tests benchmarks scripts experiments
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/python -m pytest -q

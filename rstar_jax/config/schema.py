@@ -168,9 +168,22 @@ class MCTSConfig:
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
     trees_in_flight: int = 64
+    # Run one cohort's step code while the engine generates for the other.
+    overlap_execution: bool = True
     beam_width: int = 4
     best_of_n: int = 8
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
+    # Baselines: beam search keeps `beam_width` partial solutions and samples
+    # `beam_expand` candidates from each (0: `candidates`).
+    beam_expand: int = 0
+    # Training-data extraction from trees (spec section 5).
+    extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
+    extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
+    ppm_pairs_per_side: int = 2  # positives / negatives per expanded node
+    ppm_pairs_one_side_max: int = 4  # per side when the other side has only one
+    ppm_reference_filters: bool = False  # also require the margin and edit distance below
+    ppm_min_margin: float = 0.5
+    ppm_min_edit_distance: int = 20
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,9 @@ class ExecutorConfig:
     """The sandboxed process pool that runs step code (spec section 3)."""
 
     num_workers: int = 2
-    start_method: str = "forkserver"  # forkserver | spawn
+    # Workers are fresh interpreters with a minimal environment (spawn); forkserver
+    # would inherit this process's environment (secrets), so it is not offered.
+    start_method: str = "spawn"  # spawn
     timeout_s: float = 30.0
     memory_limit_mb: int = 2048
     cpu_limit_s: int = 60
@@ -189,6 +204,14 @@ class ExecutorConfig:
     preload_modules: List[str] = field(default_factory=lambda: ["math", "numpy", "sympy", "fractions"])
     cache_size: int = 100_000
     no_network: bool = True
+    drop_privileges: bool = True  # as root: run each program under its own unused uid
+    sandbox_uid_base: int = 1_900_000_000  # worker i's programs run as uid base + i
+    tmp_size_mb: int = 256  # as root: size of each worker's private /tmp (tmpfs)
+    # Per worker: finished programs kept alive so a program extending one runs only
+    # its new statements (see execution/worker.py); 0 = off (measured: no net win
+    # on light steps, a large one on deep heavy prefixes).
+    prefix_snapshots: int = 0
+    preload_grading: bool = True  # workers also import math-verify (grade_many in the pool)
 
 
 @dataclass(frozen=True)
@@ -211,6 +234,12 @@ class DataConfig:
     arith_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arith_test_seed: int = 1_000_003
     arith_test_count: int = 128
+    # The demo's pretraining corpus of imperfect solutions (data/corpus.py):
+    # its own problem stream, and per level 1..4 the share of wrong solutions.
+    arith_corpus_seed: int = 7_000_001
+    arith_corpus_count: int = 4096
+    arith_error_rates: List[float] = field(default_factory=lambda: [0.15, 0.3, 0.5, 0.7])
+    tokenizer_vocab_size: int = 512  # the demo BPE's size (special tokens included)
 
 
 @dataclass(frozen=True)
@@ -248,6 +277,9 @@ class TrainConfig:
     eval_every: int = 0  # 0: off
     eval_fraction: float = 0.0
     tensorboard: bool = True
+    # Peak FLOP/s of one device (MFU = model FLOP/s / (peak x devices))
+    # (0: MFU not reported). benchmarks/bench_train.py measures the CPU's.
+    peak_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -265,6 +297,19 @@ class EvolveConfig:
     stages: List[str] = field(
         default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
     )
+    # Round 0, before round 1: e.g. [world, pretrain, eval] for the demo
+    # (make the world, pretrain the base model, measure its greedy accuracy);
+    # [eval] for a real base model; [] to skip.
+    base_stages: List[str] = field(default_factory=list)
+    # Round 0 `pretrain`: the base model trained from scratch on the world's
+    # corpus (the demo's stand-in for a pretrained base model).
+    pretrain: OptimConfig = field(
+        default_factory=lambda: OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                                            weight_decay=0.01, batch_size=32, epochs=2.0, seq_len=512)
+    )
+    # Stage name -> "package.module:function" replacing the built-in stage
+    # (custom stages, and the fakes the tests plug in).
+    stage_functions: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -279,6 +324,17 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     top_k_vote: int = 4
     grade_timeout_s: float = 5.0
+    # Directory holding the official benchmark files (or any one problem
+    # file); with `data_dir` set it is the tfds builders' source instead.
+    benchmark_dir: Optional[str] = None
+    levels_path: Optional[str] = None  # math500_levels.jsonl (default: beside the files)
+    # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
+    # the reference README's majority over the top `top_k_vote`, or votes.
+    mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
+    chunk_size: int = 16  # problems per runner call; each finished chunk is saved
+    processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
+    processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all
+    processbench_threshold: Optional[float] = None  # fixed threshold (skips tuning)
 
 
 @dataclass(frozen=True)
@@ -332,7 +388,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
-    "executor.start_method": ("forkserver", "spawn"),
+    "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),
@@ -340,7 +396,10 @@ CHOICES: Dict[str, tuple] = {
     "train.sft.schedule": ("linear", "constant", "cosine"),
     "train.ppm.schedule": ("linear", "constant", "cosine"),
     "evolve.ppm_init": ("policy", "base"),
+    "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
+    "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 

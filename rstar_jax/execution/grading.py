@@ -1,0 +1,205 @@
+"""Mathematical equivalence of a predicted and a gold answer (spec section 8).
+
+Three stages, cheapest first, each allowed only to say "equal":
+1. Normalised strings equal (`\\dfrac`->`\\frac`, `\\left`/`\\right`, `\\!`,
+   spacing, `$`, `\\text{}`, a trailing full stop): exact and free.
+2. Plain numbers (integers, decimals with or without thousands commas,
+   `a/b`, `\\frac{a}{b}`, a trailing `%` / `\\%`) compared with relative
+   tolerance 1e-4 (the reference grader's `isclose(rel_tol=1e-4)`).
+   Percentages: when EITHER side carries a percent sign, the value with and
+   without the `/100` counts, so gold `50\\%` equals `50`, `0.5` and `50%`.
+   Unlike the reference we do not try x100 / /100 on bare numbers, which
+   would make gold `2` equal `200`. When both sides are plain numbers this
+   stage is final: a mismatch is unequal without calling sympy.
+3. math-verify (`parse` then `verify(gold, pred)`) on both strings wrapped
+   in `\\boxed{}`: fractions, intervals, tuples, sets, matrices, symbolic
+   expressions, equations (`x=3` equals `3`), LaTeX.
+
+Gold-first: `verify` is asymmetric, the gold goes first. A list gold counts
+when any element matches. Sympy can hang, so grading runs under a timeout:
+math-verify's SIGALRM timer on the main thread; off the main thread (where
+signals cannot be used) the work runs in a daemon thread the caller stops
+waiting for. For a hard, killable limit in bulk, `grade_many(pairs, pool)`
+runs in the sandboxed pool's processes. Garbage in never raises: it is
+logged and graded False; so is an answer over `MAX_ANSWER_CHARS` (2000)
+normalised characters, which no benchmark answer comes near.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import threading
+from fractions import Fraction
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+from rstar_jax.execution.answers import unwrap_text
+
+logger = logging.getLogger(__name__)
+
+REL_TOL = 1e-4
+MAX_ANSWER_CHARS = 2000  # longer "answers" are garbage (or an attack on the parser): unequal
+Gold = Union[str, Sequence[str]]
+
+_SPACE_RE = re.compile(r"\s+")
+_NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+")
+_FRAC_RE = re.compile(r"^([-+]?)\\frac\{([^{}]+)\}\{([^{}]+)\}$")
+
+
+def normalize(s: str) -> str:
+    """A canonical spelling for stage 1 (see module doc); pure string work."""
+    s = unwrap_text(str(s)).strip().strip("$").strip()
+    for old, new in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""),
+                     ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\displaystyle", "")):
+        s = s.replace(old, new)
+    s = _SPACE_RE.sub("", s)
+    if s.endswith(".") and not s.endswith("\\."):
+        s = s[:-1]
+    return s.strip("$")
+
+
+def _plain_number(s: str) -> Optional[Fraction]:
+    """The exact value of a plain number string, or None."""
+    if _NUM_RE.fullmatch(s):
+        return Fraction(s.replace(",", ""))
+    m = _FRAC_RE.match(s)
+    if m:
+        num, den = _plain_number(m.group(2)), _plain_number(m.group(3))
+    elif s.count("/") == 1:
+        a, b = s.split("/")
+        num, den = _plain_number(a), _plain_number(b)
+        m = None
+    else:
+        return None
+    if num is None or den is None or den == 0:
+        return None
+    value = num / den
+    return -value if m and m.group(1) == "-" else value
+
+
+def parse_number(s: str) -> Optional[Tuple[Fraction, bool]]:
+    """(value, had_percent_sign) for a normalised plain number, else None."""
+    pct = False
+    for suffix in ("\\%", "%"):
+        if s.endswith(suffix):
+            s, pct = s[: -len(suffix)], True
+            break
+    value = _plain_number(s)
+    return None if value is None else (value, pct)
+
+
+def _close(a: Fraction, b: Fraction) -> bool:
+    return math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=1e-12)
+
+
+def numbers_equal(pred: Tuple[Fraction, bool], gold: Tuple[Fraction, bool]) -> bool:
+    """Stage 2 (see module doc): tolerance and the percentage rule."""
+    (p, p_pct), (g, g_pct) = pred, gold
+    if p_pct or g_pct:
+        preds = {p, p / 100} if p_pct else {p}
+        golds = {g, g / 100} if g_pct else {g}
+        return any(_close(a, b) for a in preds for b in golds)
+    return _close(p, g)
+
+
+def _verify(pred: str, gold: str, timeout: Optional[int]) -> bool:
+    from math_verify import parse, verify
+
+    kw = {"parsing_timeout": timeout}
+    gold_parsed = parse(f"\\boxed{{{gold}}}", **kw)
+    pred_parsed = parse(f"\\boxed{{{pred}}}", **kw)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+
+
+def _grade_one(pred: str, gold: str, timeout_s: float) -> bool:
+    p, g = normalize(pred), normalize(gold)
+    if not p or not g or len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
+        return False
+    if p == g:
+        return True
+    pn, gn = parse_number(p), parse_number(g)
+    if pn is not None and gn is not None:
+        return numbers_equal(pn, gn)
+    if threading.current_thread() is threading.main_thread():
+        return _verify(pred, gold, max(1, math.ceil(timeout_s)))
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(_verify(pred, gold, None)), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not box:
+        logger.warning("grading timed out after %.1fs: pred=%.80r gold=%.80r", timeout_s, pred, gold)
+        return False
+    return box[0]
+
+
+def grade(pred: str, gold: Gold, *, timeout_s: float = 5.0) -> bool:
+    """Whether `pred` is mathematically equal to `gold` (or any element of it).
+
+    Args:
+      pred: the predicted answer (already extracted: see `extract_answer`).
+      gold: the gold answer, or a list of acceptable gold answers.
+      timeout_s: wall-clock budget per gold element (see module doc).
+
+    Returns:
+      True when equal; False when not, on timeout, or on unparseable input.
+    """
+    golds = [gold] if isinstance(gold, str) else list(gold or [])
+    for g in golds:
+        try:
+            if _grade_one(str(pred), str(g), timeout_s):
+                return True
+        except Exception as e:  # noqa: BLE001  (sympy raises anything on garbage)
+            logger.info("grading failed (%s: %s): pred=%.80r gold=%.80r", type(e).__name__, e, pred, g)
+    return False
+
+
+@functools.lru_cache(maxsize=65536)
+def _equiv_sorted(a: str, b: str) -> bool:
+    return grade(a, b) or grade(b, a)
+
+
+def is_equiv(a: str, b: str) -> bool:
+    """Answer-vs-answer equivalence for majority voting: symmetric and cached.
+
+    Identical normalised strings are equal without parsing; otherwise both
+    directions of `grade` are tried (math-verify is asymmetric), memoised on
+    the unordered pair so voting over many candidates stays cheap.
+    """
+    if a is None or b is None:
+        return False
+    na, nb = normalize(a), normalize(b)
+    if na == nb:
+        return bool(na)
+    return _equiv_sorted(*sorted((str(a), str(b))))
+
+
+def grading_program(pred: str, gold: Gold, timeout_s: float) -> str:
+    """A program that grades one pair inside the pool (its observation: True/False)."""
+    gold_lit = repr(gold if isinstance(gold, str) else list(gold))
+    return ("from rstar_jax.execution.grading import grade\n"
+            f"grade({pred!r}, {gold_lit}, timeout_s={timeout_s!r})")
+
+
+def grade_many(pairs: Iterable[Tuple[str, Gold]], executor=None, *, timeout_s: float = 5.0) -> list:
+    """Grades many (pred, gold) pairs, in the pool's workers when one is given.
+
+    In the pool each pair is a program whose wall-clock kill is the pool's
+    timeout, so a hung sympy costs one worker child, never the caller.
+
+    Returns:
+      list[bool], one per pair, in order.
+    """
+    pairs = list(pairs)
+    if executor is None:
+        return [grade(p, g, timeout_s=timeout_s) for p, g in pairs]
+    results = executor.run([grading_program(str(p), g, timeout_s) for p, g in pairs])
+    out = []
+    for (p, g), r in zip(pairs, results):
+        if r.error or r.observation not in ("True", "False"):
+            logger.info("pool grading failed: %s (pred=%.80r gold=%.80r)", r.observation[:200], p, g)
+        out.append(r.observation == "True" and not r.error)
+    return out

@@ -1,0 +1,450 @@
+"""`ExecutorPool`: the sandboxed, warm, caching process pool (spec section 3).
+
+Architecture (why each piece exists):
+- N warm workers, each a fresh interpreter (`python -m
+  rstar_jax.execution.worker`, spawn semantics: never a fork of this process,
+  which may hold JAX threads) started with a minimal environment, holding
+  numpy / sympy / math-verify imported. Each worker forks one short-lived,
+  sandboxed child per program (see worker.py), which gives a clean namespace
+  for free and a process group to kill.
+- One dispatcher thread per worker in this process feeds it one program at a
+  time (from its own queue, then the shared FIFO queue, then by stealing
+  from another worker's queue; a program goes to a worker's own queue when
+  that worker holds a snapshot of its longest prefix, see
+  `ExecutorConfig.prefix_snapshots`), and enforces a second, outer deadline
+  (program timeout + grace): a worker that dies or stops answering is killed,
+  with its current child's process group, and replaced; its program gets an
+  error observation. Nothing here waits without a deadline, so the pool
+  never hangs and its owner is never harmed.
+- `submit(programs)` is asynchronous (the MCTS driver overlaps execution with
+  device work) and returns a future; identical programs are deduplicated
+  within and between in-flight batches, and finished results are kept in a
+  bounded LRU cache. The key is comment-insensitive: the `ast.dump` of the
+  program (no line numbers), hashed; a program that does not parse is keyed
+  by its text. Timeouts and crashes of the machinery are not cached.
+
+Line protocol with a worker (JSON lines): first line to the worker is its
+static config; it answers `{"ready": true, "pid", "isolation"}`. Then per
+program: `{"id", "code", "timeout_s"}` in; `{"id", "pid"}` (the child, so we
+can kill its group if the worker dies) and `{"id", "observation", "error",
+"timed_out", "crashed"}` out.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import collections
+import hashlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Dict, List, Optional, Sequence
+
+from rstar_jax.config.schema import ExecutorConfig
+from rstar_jax.execution.types import ExecResult
+
+logger = logging.getLogger(__name__)
+
+_GRACE_S = 10.0  # outer deadline slack over the program timeout (worker overhead)
+_START_TIMEOUT_S = 120.0
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def program_chain(code: str) -> List[str]:
+    """Cumulative keys of a program's top-level statements: `[k(s1), k(s1;s2), ...]`.
+
+    Each is a hash of the statements' `ast.dump`s (comment- and layout-
+    insensitive). They name the states a worker may keep as snapshots, and
+    the last one is the program's cache key. Empty for a program that does
+    not parse (or has no statement).
+    """
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    chain, key = [], ""
+    for stmt in body:
+        key = _digest(key + ast.dump(stmt))
+        chain.append(key)
+    return chain
+
+
+def program_key(code: str, chain: Optional[List[str]] = None) -> str:
+    """Comment- and layout-insensitive cache key of a program."""
+    chain = program_chain(code) if chain is None else chain
+    if chain:
+        return chain[-1]
+    return _digest("\x00raw\x00" + code)
+
+
+class BatchFuture:
+    """Results of one `submit`, in input order; `.result()` blocks."""
+
+    def __init__(self, n: int):
+        self._results: List[Optional[ExecResult]] = [None] * n
+        self._left = n
+        self._lock = threading.Lock()  # several dispatcher threads finish programs at once
+        self._event = threading.Event()
+        if n == 0:
+            self._event.set()
+
+    def _set(self, index: int, result: ExecResult) -> None:
+        with self._lock:
+            if self._results[index] is not None:
+                return
+            self._results[index] = result
+            self._left -= 1
+            finished = self._left == 0
+        if finished:
+            self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def result(self, timeout: Optional[float] = None) -> List[ExecResult]:
+        if not self._event.wait(timeout):
+            raise TimeoutError("executor batch not finished")
+        return list(self._results)
+
+
+class _Worker:
+    """One warm worker process and the pipe protocol to it."""
+
+    def __init__(self, cfg: ExecutorConfig, index: int):
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": _REPO_ROOT,
+               "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rstar_jax.execution.worker"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True)
+        self._buf = b""
+        self.child_pid: Optional[int] = None
+        uid = None
+        if os.geteuid() == 0 and cfg.drop_privileges:
+            uid = cfg.sandbox_uid_base + index
+        preload = list(cfg.preload_modules) + (["rstar_jax.execution.grading", "math_verify"]
+                                               if cfg.preload_grading else [])
+        static = {"no_network": cfg.no_network, "preload_modules": preload,
+                  "memory_limit_mb": cfg.memory_limit_mb, "cpu_limit_s": cfg.cpu_limit_s,
+                  "file_size_limit_mb": cfg.file_size_limit_mb, "max_processes": cfg.max_processes,
+                  "max_output_chars": cfg.max_output_chars, "observation_chars": cfg.observation_chars,
+                  "sandbox_uid": uid, "tmp_size_mb": cfg.tmp_size_mb,
+                  "prefix_snapshots": cfg.prefix_snapshots}
+        self.send(static)
+        hello = self.recv(time.monotonic() + _START_TIMEOUT_S)
+        if not hello or not hello.get("ready"):
+            self.kill()
+            raise RuntimeError("executor worker failed to start")
+        self.isolation = hello.get("isolation", "none")
+        self.filesystem = hello.get("filesystem", "shared-tmp")
+
+    def send(self, obj: dict) -> None:
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def recv(self, deadline: float) -> Optional[dict]:
+        """The next message, or None on EOF / deadline / garbage."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:
+                return None
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None
+
+    def execute(self, task_id: int, code: str, timeout_s: float, chain: List[str]) -> Optional[dict]:
+        """Runs one program; None when the worker died or stopped answering."""
+        deadline = time.monotonic() + timeout_s + _GRACE_S
+        self.child_pid = None
+        try:
+            self.send({"id": task_id, "code": code, "timeout_s": timeout_s, "chain": chain})
+        except (BrokenPipeError, OSError):
+            return None
+        while True:
+            msg = self.recv(deadline)
+            if msg is None or msg.get("id") != task_id:
+                return None
+            if "pid" in msg and "observation" not in msg:
+                self.child_pid = int(msg["pid"])
+                continue
+            self.child_pid = None
+            return msg
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Kills the worker's group and its current child's group; reaps the worker."""
+        for pgid in (self.child_pid, self.proc.pid):
+            if pgid:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            logger.error("executor worker %d did not die", self.proc.pid)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+_FAILED = "RuntimeError: executor worker died while running the program"
+_CLOSED = "RuntimeError: executor closed"
+
+
+class ExecutorPool:
+    """The `Executor` of spec section 3: warm sandboxed workers, dedup, cache.
+
+    Use as a context manager or call `close()`; an `atexit` hook closes pools
+    still open at interpreter exit.
+    """
+
+    def __init__(self, cfg: Optional[ExecutorConfig] = None, *, timeout_s: Optional[float] = None):
+        self.cfg = cfg or ExecutorConfig()
+        self.timeout_s = float(timeout_s if timeout_s is not None else self.cfg.timeout_s)
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._shared: collections.deque = collections.deque()
+        self._owner: collections.OrderedDict = collections.OrderedDict()  # state key -> worker
+        self._inflight: Dict[str, list] = {}
+        self._cache: collections.OrderedDict[str, ExecResult] = collections.OrderedDict()
+        self._stats = collections.Counter()
+        self._closed = False
+        self._next_id = 0
+        n = max(1, int(self.cfg.num_workers))
+        self._local = [collections.deque() for _ in range(n)]
+        starters = [threading.Thread(target=self._start_slot, args=(i,)) for i in range(n)]
+        self._workers: List[Optional[_Worker]] = [None] * n
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        if any(w is None for w in self._workers):
+            self.close()
+            raise RuntimeError("could not start the executor workers")
+        self.isolation = self._workers[0].isolation  # network: netns | userns+netns | audit-hook | none
+        self.filesystem = self._workers[0].filesystem  # private-tmp | shared-tmp
+        self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
+                                          name=f"executor-{i}") for i in range(n)]
+        for t in self._threads:
+            t.start()
+        _OPEN.add(self)
+        logger.info("executor pool: %d workers, network isolation %s", n, self.isolation)
+
+    # ---- public API -------------------------------------------------------
+
+    def submit(self, programs: Sequence[str], *, timeout_s: Optional[float] = None) -> BatchFuture:
+        """Starts a batch; results come back in input order (see module doc)."""
+        if self._closed:
+            raise RuntimeError("executor pool is closed")
+        timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        future = BatchFuture(len(programs))
+        ready = []
+        with self._lock:
+            for i, code in enumerate(programs):
+                chain = program_chain(str(code))
+                key = program_key(str(code), chain) + f"/{timeout:g}"
+                self._stats["programs"] += 1
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    self._stats["cache_hits"] += 1
+                    ready.append((i, hit))
+                elif key in self._inflight:
+                    self._stats["dedup_hits"] += 1
+                    self._inflight[key].append((future, i))
+                else:
+                    self._inflight[key] = [(future, i)]
+                    self._enqueue((key, str(code), timeout, chain))
+        for i, res in ready:
+            future._set(i, res)
+        return future
+
+    def run(self, programs: Sequence[str], *, timeout_s: Optional[float] = None) -> List[ExecResult]:
+        """`submit(programs).result()`."""
+        return self.submit(programs, timeout_s=timeout_s).result()
+
+    def stats(self) -> Dict[str, int]:
+        """Counters: programs, cache_hits, dedup_hits, executed, worker_restarts."""
+        with self._lock:
+            return dict(self._stats)
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def close(self) -> None:
+        """Stops the workers (no process is left behind); pending programs fail."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._work:
+            self._work.notify_all()
+        for t in getattr(self, "_threads", []):
+            t.join(timeout=self.timeout_s + _GRACE_S + 5)
+        for w in self._workers:
+            if w is not None:
+                w.close()
+        with self._lock:
+            pending = list(self._inflight.values())
+            self._inflight.clear()
+        for waiters in pending:
+            for fut, i in waiters:
+                fut._set(i, ExecResult(_CLOSED, error=True))
+        _OPEN.discard(self)
+
+    def __enter__(self) -> ExecutorPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- internals --------------------------------------------------------
+
+    def _start_slot(self, index: int) -> None:
+        try:
+            self._workers[index] = _Worker(self.cfg, index)
+        except Exception as e:  # noqa: BLE001
+            logger.error("executor worker %d failed to start: %s", index, e)
+
+    def _enqueue(self, item) -> None:
+        """Queues a program (lock held), on the worker holding its longest prefix if any.
+
+        Prefix affinity lets that worker resume the prefix's snapshot instead
+        of re-running it; idle workers still steal queued work.
+        """
+        chain = item[3]
+        target = None
+        for n in range(len(chain) - 1, 0, -1):
+            target = self._owner.get(chain[n - 1])
+            if target is not None:
+                break
+        (self._shared if target is None else self._local[target]).append(item)
+        self._work.notify()
+
+    def _take(self, index: int):
+        """The next item for worker `index`: its own, then shared, then stolen; None at close."""
+        with self._work:
+            while True:
+                if self._closed:
+                    return None
+                if self._local[index]:
+                    return self._local[index].popleft()
+                if self._shared:
+                    return self._shared.popleft()
+                victim = max(self._local, key=len)
+                if victim:
+                    return victim.pop()
+                self._work.wait()
+
+    def _serve(self, index: int) -> None:
+        """Dispatcher loop for one worker slot."""
+        while True:
+            item = self._take(index)
+            if item is None:
+                return
+            key, code, timeout, chain = item
+            with self._lock:
+                self._next_id += 1
+                task_id = self._next_id
+            worker = self._workers[index]
+            msg = worker.execute(task_id, code, timeout, chain) if worker is not None else None
+            if msg is None:
+                result, cacheable = ExecResult(_FAILED, error=True), False
+                self._replace(index)
+            else:
+                result = ExecResult(str(msg.get("observation", "")), bool(msg.get("error", True)),
+                                    bool(msg.get("timed_out", False)))
+                cacheable = not (result.timed_out or msg.get("crashed"))
+                if msg.get("snapshot") and chain:
+                    self._remember_owner(chain[-1], index)
+                self._count("resumed", bool(msg.get("resumed")))
+            self._finish(key, result, cacheable)
+
+    def _remember_owner(self, state_key: str, index: int) -> None:
+        with self._lock:
+            self._owner[state_key] = index
+            self._owner.move_to_end(state_key)
+            limit = 4 * max(1, self.cfg.prefix_snapshots) * len(self._local)
+            while len(self._owner) > limit:
+                self._owner.popitem(last=False)
+
+    def _count(self, name: str, hit: bool) -> None:
+        if hit:
+            with self._lock:
+                self._stats[name] += 1
+
+    def _replace(self, index: int) -> None:
+        old = self._workers[index]
+        if old is not None:
+            old.kill()
+        self._workers[index] = None
+        with self._lock:
+            self._stats["worker_restarts"] += 1
+        if self._closed:
+            return
+        for attempt in range(3):
+            try:
+                self._workers[index] = _Worker(self.cfg, index)
+                return
+            except Exception as e:  # noqa: BLE001
+                logger.error("executor worker %d restart %d failed: %s", index, attempt, e)
+                time.sleep(0.5)
+
+    def _finish(self, key: str, result: ExecResult, cacheable: bool) -> None:
+        with self._lock:
+            self._stats["executed"] += 1
+            waiters = self._inflight.pop(key, [])
+            if cacheable and self.cfg.cache_size > 0:
+                self._cache[key] = result
+                if len(self._cache) > self.cfg.cache_size:
+                    self._cache.popitem(last=False)
+        for fut, i in waiters:
+            fut._set(i, result)
+
+
+_OPEN: weakref.WeakSet[ExecutorPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for pool in list(_OPEN):
+        pool.close()

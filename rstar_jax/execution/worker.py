@@ -1,0 +1,376 @@
+"""A warm executor worker: `python -m rstar_jax.execution.worker`.
+
+Started by `ExecutorPool` as a fresh interpreter (spawn semantics: never a
+fork of a process that may hold JAX threads) with a minimal environment, so
+no secret of the parent is in its environment or `/proc/<pid>/environ`. It
+isolates itself (network namespace, private /tmp: see sandbox.py), imports
+the heavy modules (numpy, sympy, ...) once, then serves programs read as
+JSON lines on stdin, answering on stdout.
+
+Per program it forks a short-lived sandboxed child (cheap: the imports are
+shared copy-on-write; see sandbox.py), enforces the wall-clock limit, kills
+the child's process group, and, being a child subreaper, also kills and
+reaps any descendant that escaped the group (a double fork plus `setsid`),
+so no process outlives its program.
+
+Prefix snapshots (`ExecutorConfig.prefix_snapshots` > 0): a child whose
+program succeeded may stay alive holding its state; a later program that
+extends it statement-for-statement (the pool routes it here) is run by a
+fork of that snapshot, executing only the new statements. Such a run's
+wall-clock limit covers the new statements only.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from rstar_jax.execution.sandbox import (
+    _PR_SET_CHILD_SUBREAPER,
+    _libc,
+    isolate_filesystem,
+    isolate_network,
+    run_child,
+)
+
+
+def _children() -> list:
+    """Pids of this process's live children (including adopted orphans)."""
+    me = os.getpid()
+    try:
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _reap_all(keep=frozenset()) -> None:
+    """Kills and reaps every child and adopted descendant except the `keep` pids."""
+    for _ in range(200):
+        pids = [p for p in _children() if p not in keep]
+        if not pids:
+            return
+        for pid in pids:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _describe_status(status: int, timeout: float, timed_out: bool) -> str:
+    if timed_out:
+        return f"TimeoutError: execution timed out after {timeout:g} seconds"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        if sig == signal.SIGXCPU:
+            return f"TimeoutError: CPU time limit exceeded ({name})"
+        return f"RuntimeError: program killed by signal {name}"
+    return f"SystemExit: {os.WEXITSTATUS(status)}"
+
+
+def _parse_frame(frame: bytes):
+    """`b"{err} {n} {kept}\\n" + n bytes of UTF-8` -> result dict, or None if malformed."""
+    head, sep, body = frame.partition(b"\n")
+    try:
+        err, n, kept = head.split(b" ")
+        if not sep or err not in (b"0", b"1") or int(n) != len(body):
+            return None
+        return {"observation": body.decode("utf-8", "replace"), "error": err == b"1",
+                "snapshot": kept == b"1"}
+    except ValueError:
+        return None
+
+
+def _frame_complete(frame: bytes) -> bool:
+    head, sep, body = frame.partition(b"\n")
+    if not sep:
+        return False
+    try:
+        return len(body) >= int(head.split(b" ")[1])
+    except (ValueError, IndexError):
+        return True  # garbage: stop reading, it will not parse
+
+
+def _await_result(pid: int, rfd: int, deadline: float, first: bytes = b""):
+    """Reads the child's frame until it is complete, the child exits, or the deadline.
+
+    Waits on the result pipe and on a pidfd of the child together, so neither
+    a crash without a result nor a grandchild holding the pipe open (which
+    would delay EOF) costs extra time. Returns (frame bytes, timed_out).
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    chunks, size = ([first] if first else []), len(first)
+    try:
+        if first and _frame_complete(first):
+            return first, False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b"".join(chunks), True
+            fds = [rfd] + ([pidfd] if pidfd is not None else [])
+            ready, _, _ = select.select(fds, [], [], left if pidfd is not None else min(left, 0.01))
+            if rfd in ready:
+                data = os.read(rfd, 65536)
+                if data and size < _RESULT_CAP:
+                    chunks.append(data)
+                    size += len(data)
+                if not data or _frame_complete(b"".join(chunks)):
+                    return b"".join(chunks), False
+                continue
+            if pidfd is not None:
+                exited = pidfd in ready
+            else:  # peek without reaping: the caller reaps and reads the status
+                exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            if exited:
+                while select.select([rfd], [], [], 0)[0]:  # drain what it wrote before dying
+                    data = os.read(rfd, 65536)
+                    if not data:
+                        break
+                    chunks.append(data)
+                return b"".join(chunks), False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+class _Snapshot:
+    """A live child holding a finished program's state (see `_serve_snapshot`)."""
+
+    def __init__(self, pid: int, sock: socket.socket, workdir: str):
+        self.pid, self.sock, self.workdir = pid, sock, workdir
+
+    def discard(self) -> None:
+        self.sock.close()
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_RESULT_CAP = 1 << 20
+
+
+class Worker:
+    """Runs tasks one at a time, keeping up to `prefix_snapshots` snapshots."""
+
+    def __init__(self, network: str, base_tmp: str, send, max_snapshots: int):
+        self.network, self.base_tmp, self.send = network, base_tmp, send
+        self.max_snapshots = max_snapshots
+        self.snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
+
+    def close(self) -> None:
+        while self.snapshots:
+            self.snapshots.popitem()[1].discard()
+
+    def _workdir(self, task: dict) -> str:
+        workdir = tempfile.mkdtemp(prefix="p", dir=self.base_tmp)
+        if task.get("sandbox_uid") is not None:
+            os.chown(workdir, task["sandbox_uid"], task["sandbox_uid"])
+        os.chmod(workdir, 0o700)
+        return workdir
+
+    def _resume_point(self, chain: list):
+        """(snapshot key, statements it ran) for the longest kept proper prefix."""
+        for n in range(len(chain) - 1, 0, -1):
+            if chain[n - 1] in self.snapshots:
+                return chain[n - 1], n
+        return None, 0
+
+    def _start_resumed(self, task, key, skip, workdir, wfd, cmd_end, rfd, deadline):
+        """Asks snapshot `key` to run the task; returns (pid, bytes read after the pid line)."""
+        snap = self.snapshots[key]
+        self.snapshots.move_to_end(key)
+        cmd = {"code": task["code"], "skip": skip, "workdir": workdir, "worker": os.getpid(),
+               "observation_chars": task["observation_chars"]}
+        try:
+            socket.send_fds(snap.sock, [json.dumps(cmd).encode()], [wfd, cmd_end.fileno()])
+        except OSError:
+            return None, b""
+        finally:
+            os.close(wfd)
+            cmd_end.close()
+        buf = b""
+        while b"\n" not in buf:
+            left = min(deadline, time.monotonic() + 5.0) - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                return None, b""
+            data = os.read(rfd, 65536)
+            if not data:
+                return None, b""
+            buf += data
+        line, rest = buf.split(b"\n", 1)
+        if not line.startswith(b"P "):
+            return None, b""
+        return int(line[2:]), rest
+
+    def run_task(self, task: dict) -> dict:
+        """Runs one program (resumed from a snapshot when one holds a prefix)."""
+        timeout = float(task["timeout_s"])
+        deadline = time.monotonic() + timeout
+        chain = task.get("chain") or [] if self.max_snapshots > 0 else []
+        key, skip = self._resume_point(chain)
+        pid = None
+        if key is not None:
+            workdir = self._workdir(task)
+            rfd, wfd = os.pipe()
+            mine, theirs = socket.socketpair()
+            pid, first = self._start_resumed(task, key, skip, workdir, wfd, theirs, rfd, deadline)
+            if pid is None:  # a broken snapshot: drop it and run from scratch
+                os.close(rfd)
+                mine.close()
+                shutil.rmtree(workdir, ignore_errors=True)
+                self.snapshots.pop(key).discard()
+                _reap_all(self._kept())
+        if pid is None:
+            skip, first = 0, b""
+            workdir = self._workdir(task)
+            rfd, wfd = os.pipe()
+            mine, theirs = (socket.socketpair() if chain else (None, None))
+            pid = os.fork()
+            if pid == 0:
+                os.close(rfd)
+                run_child(task, workdir, wfd, theirs.fileno() if theirs else -1, self.network)
+            os.close(wfd)
+            if theirs is not None:
+                theirs.close()
+        self.send({"id": task["id"], "pid": pid})
+        return self._collect(task, pid, rfd, first, deadline, workdir, mine, chain, skip)
+
+    def _kept(self) -> frozenset:
+        return frozenset(s.pid for s in self.snapshots.values())
+
+    def _collect(self, task, pid, rfd, first, deadline, workdir, mine, chain, skip) -> dict:
+        timeout = float(task["timeout_s"])
+        frame, timed_out, status, kept, parsed = b"", False, None, False, None
+        try:
+            frame, timed_out = _await_result(pid, rfd, deadline, first)
+            parsed = None if timed_out else _parse_frame(frame)
+            kept = bool(parsed and parsed["snapshot"] and mine is not None)
+        finally:
+            os.close(rfd)
+            if kept:
+                self.snapshots[chain[-1]] = _Snapshot(pid, mine, workdir)
+                self.snapshots.move_to_end(chain[-1])
+                while len(self.snapshots) > self.max_snapshots:
+                    self.snapshots.popitem(last=False)[1].discard()
+            else:
+                if mine is not None:
+                    mine.close()
+                status, timed_out = _wait_exit(pid, deadline, timed_out)
+                shutil.rmtree(workdir, ignore_errors=True)
+            _reap_all(self._kept())
+        result = parsed if kept else None
+        if not kept and not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            result = _parse_frame(frame)
+        if result is None:
+            obs = _describe_status(status, timeout, timed_out)
+            result = {"observation": obs[: int(task["observation_chars"])], "error": True,
+                      "timed_out": timed_out, "crashed": not timed_out}
+        return {"id": task["id"], "observation": result["observation"], "error": result["error"],
+                "timed_out": result.get("timed_out", False), "crashed": result.get("crashed", False),
+                "snapshot": kept, "resumed": skip > 0}
+
+
+def _wait_exit(pid: int, deadline: float, timed_out: bool):
+    """Waits (until the deadline) for a reported or dead child, then kills its group.
+
+    Returns (wait status, timed_out).
+    """
+    status = None
+    if not timed_out:
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                timed_out, status = True, None
+                break
+            time.sleep(0.0002)
+    try:  # the group outlives its leader while any member lives: kill it either way
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if status is None:
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            status = 0
+    return status, timed_out
+
+
+def _warm_up(modules) -> None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001
+            print(f"worker: cannot preload {name}: {e}", file=sys.stderr)
+    if "sympy" in sys.modules:  # lazy sympy imports, paid once here not per program
+        sp = sys.modules["sympy"]
+        x = sp.Symbol("x")
+        sp.solve(x**2 - 2, x)
+        sp.simplify(sp.sin(x) ** 2 + sp.cos(x) ** 2)
+        sp.Rational(1, 3) + sp.sqrt(2)
+        sp.Matrix([[1, 2], [3, 4]]).det()
+
+
+def main() -> int:
+    """Serves tasks until stdin closes. Line protocol documented in pool.py."""
+    config = json.loads(sys.stdin.readline())
+    network = isolate_network() if config.get("no_network", True) else "none"
+    filesystem = isolate_filesystem(config.get("tmp_size_mb", 256)) if config.get("sandbox_uid") is not None \
+        else "shared-tmp"
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _warm_up(config.get("preload_modules", []))
+    base_tmp = tempfile.mkdtemp(prefix="rstar_exec_")
+    os.chmod(base_tmp, 0o711)
+    out = sys.stdout
+
+    def send(obj: dict) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    send({"ready": True, "pid": os.getpid(), "isolation": network, "filesystem": filesystem})
+    worker = Worker(network, base_tmp, send, int(config.get("prefix_snapshots", 0)))
+    try:
+        for line in sys.stdin:
+            task = {**config, **json.loads(line)}
+            send(worker.run_task(task))
+    finally:
+        worker.close()
+        _reap_all()
+        shutil.rmtree(base_tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

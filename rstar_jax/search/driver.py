@@ -1,0 +1,196 @@
+"""The MCTS driver: many problems advanced in lockstep on the host.
+
+`trees_in_flight` slots each hold one tree. Each iteration takes one cohort
+of slots, walks every tree from its cursor to the leaf to expand (pure
+`tree.descend`), sends all those leaves to the engine in ONE call, then
+starts the candidates' programs on the executor pool and, while they run,
+finishes the other cohort (its programs were started one iteration ago):
+children, PPM scores in one call, backups. With two cohorts the pool works
+while the device generates; with one (`mcts.overlap_execution=false`) the
+steps simply alternate.
+
+A rollout starts at the root and ends when its walk finds no selectable
+child or when an expansion produced a final answer (whose value has then
+been backed up). Every tree is a pure function of its problem, the config
+and the engine's per-request seeds, so the schedule (how many trees in
+flight, which cohort) never changes a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional
+
+from rstar_jax.data.problems import Problem
+from rstar_jax.search import tree as T
+from rstar_jax.search.expansion import Expander, Hooks, Job, Pending, Timers, request_seed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProblemResult:
+    """A finished problem: its trees (primary first, then unsolved retries)."""
+
+    problem: Problem
+    trees: List[T.Tree]
+    seeds: List[int]
+
+    @property
+    def solved(self) -> bool:
+        return any(T.is_solved(t) for t in self.trees)
+
+    @property
+    def rollouts(self) -> int:
+        return sum(t.rollouts for t in self.trees)
+
+
+@dataclass
+class _Slot:
+    problem: Problem
+    tree: T.Tree
+    tree_index: int
+    budget: int
+    done: List[T.Tree] = field(default_factory=list)
+    cursor: int = 0
+    leaf: Optional[int] = None  # being expanded
+
+
+def tree_budgets(mcts_cfg) -> List[int]:
+    """Rollouts of the primary tree and of each extra tree for unsolved problems."""
+    extra = max(mcts_cfg.unsolved_seeds, 1 if mcts_cfg.second_tree_for_unsolved else 0)
+    if mcts_cfg.terminal_value != "gold":
+        extra = 0  # "unsolved" needs a gold answer
+    return [mcts_cfg.rollouts] + [mcts_cfg.unsolved_rollouts or mcts_cfg.rollouts] * extra
+
+
+class MCTSDriver:
+    """Runs MCTS for a stream of problems (see module docstring).
+
+    Args:
+      cfg: the whole `Config` (uses `cfg.mcts`, `cfg.seed`, `cfg.data.assistant_sep`).
+      engine: a `GenerationEngine`; executor: an `Executor`; scorer: a
+        `StepScorer` when the config asks for PPM values.
+      hooks: program / answer / grading functions (default: rstar_jax.execution).
+    """
+
+    def __init__(self, cfg, engine, executor, scorer=None, hooks: Optional[Hooks] = None):
+        self.cfg = cfg
+        self.mcts = cfg.mcts
+        self.timers = Timers()
+        self.expander = Expander(cfg.mcts, engine, executor, scorer, hooks,
+                                 assistant_sep=cfg.data.assistant_sep, timers=self.timers)
+        self.budgets = tree_budgets(cfg.mcts)
+        self.rollouts_done = 0
+
+    def tree_seed(self, problem: Problem, tree_index: int) -> int:
+        return request_seed(self.cfg.seed, problem.id, tree_index)
+
+    # -- per-slot pure-ish steps -------------------------------------------------
+    def _next_leaf(self, slot: _Slot) -> Optional[int]:
+        """Walks from the cursor to a leaf, ending rollouts on the way; None: tree done."""
+        while slot.tree.rollouts < slot.budget and not slot.tree.root.terminal:
+            from_root = slot.cursor == 0
+            leaf = T.descend(slot.tree, slot.cursor, self.mcts.c_puct, backtrack=from_root)
+            if leaf is not None:
+                return leaf
+            if from_root:  # every path is terminal: the tree is exhausted
+                break
+            self._end_rollout(slot)
+        return None
+
+    def _end_rollout(self, slot: _Slot) -> None:
+        slot.tree.rollouts += 1
+        slot.cursor = 0
+        self.rollouts_done += 1
+
+    def _after_expansion(self, slot: _Slot, kids: List[int]) -> None:
+        slot.cursor = slot.leaf if slot.leaf is not None else 0
+        slot.leaf = None
+        if any(slot.tree.nodes[k].terminal_reason == T.FINAL_ANSWER for k in kids):
+            self._end_rollout(slot)
+
+    def _job(self, slot: _Slot, leaf: int) -> Job:
+        seed = request_seed(self.tree_seed(slot.problem, slot.tree_index), slot.tree.rollouts,
+                            slot.tree.nodes[leaf].tag)
+        return Job(slot.problem, slot.tree, leaf, seed, self.mcts.candidates)
+
+    # -- the loop ----------------------------------------------------------------
+    def run(
+        self,
+        problems: Iterable[Problem],
+        on_done: Callable[[ProblemResult], None],
+    ) -> None:
+        """Searches every problem; calls `on_done` as each one finishes.
+
+        Completion order depends on the schedule; the results do not.
+        """
+        queue = iter(problems)
+        width = max(1, self.mcts.trees_in_flight)
+        ncoh = 2 if (self.mcts.overlap_execution and width > 1) else 1
+        slots: List[Optional[_Slot]] = [None] * width
+        pending: List[Optional[Pending]] = [None] * ncoh
+        owners: List[List[int]] = [[] for _ in range(ncoh)]
+        exhausted = False
+        it = 0
+        while True:
+            c = it % ncoh
+            it += 1
+            jobs, ids = [], []
+            for s in range(c, width, ncoh):
+                while True:
+                    if slots[s] is None:
+                        if exhausted:
+                            break
+                        p = next(queue, None)
+                        if p is None:
+                            exhausted = True
+                            break
+                        slots[s] = _Slot(p, T.Tree(), 0, self.budgets[0])
+                    slot = slots[s]
+                    leaf = self._next_leaf(slot)
+                    if leaf is not None:
+                        slot.leaf = leaf
+                        jobs.append(self._job(slot, leaf))
+                        ids.append(s)
+                        break
+                    slots[s] = self._tree_done(slot, on_done)
+            outputs = self.expander.generate(jobs)  # device works; other cohort's code runs
+            new_pending = self.expander.submit(jobs, outputs) if jobs else None
+            other = (c + 1) % ncoh
+            if ncoh == 1:
+                pending[c], owners[c] = new_pending, ids
+                other = c
+            if pending[other] is not None:
+                kids = self.expander.finish(pending[other])
+                for s, k in zip(owners[other], kids):
+                    self._after_expansion(slots[s], k)
+                pending[other], owners[other] = None, []
+            if ncoh > 1:
+                pending[c], owners[c] = new_pending, ids
+            if not jobs and all(p is None for p in pending) and all(s is None for s in slots):
+                return
+
+    def _tree_done(self, slot: _Slot, on_done) -> Optional[_Slot]:
+        """Starts the next tree of an unsolved problem, or reports the problem."""
+        slot.done.append(slot.tree)
+        nxt = len(slot.done)
+        solved = any(T.is_solved(t) for t in slot.done)
+        if nxt < len(self.budgets) and not solved:
+            return _Slot(slot.problem, T.Tree(), nxt, self.budgets[nxt], slot.done)
+        seeds = [self.tree_seed(slot.problem, i) for i in range(len(slot.done))]
+        on_done(ProblemResult(slot.problem, slot.done, seeds))
+        return None
+
+
+def run_mcts(cfg, problems, engine, executor, scorer=None, hooks=None) -> List[ProblemResult]:
+    """Convenience: all results, in problem order."""
+    out = {}
+    driver = MCTSDriver(cfg, engine, executor, scorer, hooks)
+    t0 = time.perf_counter()
+    driver.run(problems, lambda r: out.__setitem__(r.problem.id, r))
+    log.info("searched %d problems, %d rollouts in %.1fs", len(out), driver.rollouts_done,
+             time.perf_counter() - t0)
+    return [out[p.id] for p in problems]

@@ -1,0 +1,109 @@
+"""Search a problem file into a directory of tree files, resumably.
+
+`search_to_dir` is what `rstar-jax search` calls once the engine, scorer and
+executor are built: it takes this JAX process's shard of the problems, skips
+the ones already in its tree file, runs the configured mode and appends one
+record per finished problem. Rerunning the same command after a crash
+finishes the rest and leaves exactly the records of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Dict, Optional, Sequence
+
+from rstar_jax.data.problems import Problem
+from rstar_jax.search import treefile
+from rstar_jax.search.baselines import best_answer, run_baseline
+from rstar_jax.search.driver import MCTSDriver, ProblemResult
+from rstar_jax.search.expansion import Hooks, Timers
+from rstar_jax.utils.logging import progress
+
+log = logging.getLogger(__name__)
+
+
+def process_shard() -> tuple:
+    """(process_index, process_count) of this JAX process; (0, 1) without JAX."""
+    try:
+        import jax
+    except ImportError:  # pragma: no cover - jax is a dependency
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def result_record(result: ProblemResult, mode: str, predict: bool = True) -> Dict:
+    """The tree-file record of a result; with `predict`, also the top-PPM-score
+    answer of the first tree that has one (selection.py offers the votes)."""
+    extra = {}
+    for t in result.trees if predict else ():
+        idx, ans = best_answer(t)
+        if idx is not None:
+            node = t.nodes[idx]
+            extra = {"prediction": ans, "prediction_tag": node.tag, "prediction_correct": node.correct}
+            break
+    return treefile.make_record(result.problem, result.trees, result.seeds, mode=mode, extra=extra)
+
+
+def search_to_dir(
+    cfg,
+    problems: Sequence[Problem],
+    out_dir: str,
+    engine,
+    executor,
+    scorer=None,
+    hooks: Optional[Hooks] = None,
+    *,
+    process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+) -> Dict:
+    """Searches this process's shard of `problems` into `out_dir/trees.<p>.jsonl`.
+
+    Returns a summary: problems in the shard, skipped (already done),
+    searched, solved, rollouts, wall seconds and the seconds spent in the
+    engine, the PPM scorer and waiting on the executor.
+    """
+    if process_index is None or process_count is None:
+        process_index, process_count = process_shard()
+    mine = treefile.shard_problems(problems, process_index, process_count)
+    path = treefile.shard_path(out_dir, process_index)
+    writer = treefile.TreeWriter(path)
+    todo = [p for p in mine if p.id not in writer.done]
+    mode = cfg.mcts.mode
+    stats = {"searched": 0, "solved": 0, "rollouts": 0}
+    # Gold-rewarded MCTS generates training data: no prediction to make.
+    predict = mode != "mcts" or cfg.mcts.terminal_value == "ppm"
+    bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"search[{mode}]",
+                   unit="problem", enabled=cfg.logging.progress)
+    t0 = time.perf_counter()
+
+    def on_done(r: ProblemResult) -> None:
+        writer.write(result_record(r, mode, predict))
+        stats["searched"] += 1
+        stats["solved"] += int(r.solved)
+        stats["rollouts"] += r.rollouts
+        el = max(time.perf_counter() - t0, 1e-9)
+        bar.update(1)
+        bar.set_postfix(rollouts_s=f"{stats['rollouts'] / el:.1f}",
+                        solved=f"{stats['solved'] / stats['searched']:.0%}")
+
+    timers = Timers()
+    try:
+        if mode == "mcts":
+            driver = MCTSDriver(cfg, engine, executor, scorer, hooks)
+            timers = driver.timers
+            driver.run(todo, on_done)
+        else:
+            run_baseline(cfg, todo, engine, executor, scorer, hooks, on_done=on_done, timers=timers)
+    finally:
+        bar.close()
+        writer.close()
+    wall = time.perf_counter() - t0
+    summary = {
+        "path": path, "shard": [process_index, process_count], "problems": len(mine),
+        "skipped": len(mine) - len(todo), **stats, "wall_s": wall,
+        "engine_s": timers.engine_s, "scorer_s": timers.scorer_s, "exec_wait_s": timers.exec_wait_s,
+        "engine_calls": timers.engine_calls,
+    }
+    log.info("search done: %s", summary)
+    return summary

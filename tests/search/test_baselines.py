@@ -1,0 +1,62 @@
+"""Greedy, best-of-N and step-level beam search on the mock engine."""
+
+import pytest
+from search.search_helpers import add_problems, make_cfg
+
+from rstar_jax.search import tree as T
+from rstar_jax.search.baselines import best_answer, run_baseline
+from rstar_jax.search.expansion import request_seed
+from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+
+
+def _run(cfg, probs, scorer=None, engine=None):
+    return run_baseline(cfg, probs, engine or MockEngine(steps=2, seeded=True), FakeExecutor(),
+                        scorer, MOCK_HOOKS)
+
+
+def test_greedy_one_path_temperature_zero():
+    engine = MockEngine(steps=2, seeded=True)
+    res = _run(make_cfg(mode="greedy", trees_in_flight=4), add_problems(3), engine=engine)
+    for r, gold in zip(res, ("7", "8", "9")):
+        tree = r.trees[0]
+        assert [n.tag for n in tree.nodes] == ["0", "0.1", "0.1.1", "0.1.1.1"]
+        assert best_answer(tree)[1] == gold and r.solved
+        assert tree.root.N == 0  # nothing is backed up without a scorer
+    assert engine.calls == [3, 3, 3]  # the three problems share every step
+
+
+def test_best_of_n_paths_follow_their_seeds():
+    cfg = make_cfg(seed=3, mode="best_of_n", best_of_n=4, temperature=0.8)
+    (r,) = _run(cfg, add_problems(1), MockScorer())
+    tree = r.trees[0]
+    ts = request_seed(cfg.seed, "p0", 0)
+    offsets = [request_seed(ts, k, 0) % 2 for k in range(4)]
+    assert 0 in offsets and 1 in offsets  # the fixture exercises both outcomes
+    answers = [tree.nodes[i].final_answer for i in T.answer_nodes(tree)]
+    assert sorted(answers) == sorted(str(7 + o) for o in offsets)
+    assert len(tree.root.children) == 4  # one child per path, duplicates included
+    # Mock PPM: even answers score 0.9, so 8 wins though 7 is right.
+    assert best_answer(tree)[1] == "8"
+    assert all(tree.nodes[i].ppm_value == pytest.approx(0.9 if tree.nodes[i].final_answer == "8"
+                                                        else -0.9) for i in T.answer_nodes(tree))
+
+
+def test_beam_search_keeps_the_best_by_ppm():
+    engine = MockEngine(steps=2)
+    cfg = make_cfg(mode="beam", beam_width=1, beam_expand=2)
+    (r,) = _run(cfg, add_problems(1), MockScorer(), engine)
+    tree = r.trees[0]
+    # Width 1: 0.1 (x = 3 + 0, PPM 0.5) beats 0.2 (-0.5); only 0.1 goes on.
+    assert [n.tag for n in tree.nodes] == ["0", "0.1", "0.2", "0.1.1", "0.1.1.1"]
+    assert (tree.nodes[1].ppm_value, tree.nodes[2].ppm_value) == (0.5, -0.5)
+    assert best_answer(tree)[1] == "7"
+    assert engine.calls == [1, 1, 1]
+    cfg2 = make_cfg(mode="beam", beam_width=2, beam_expand=2)
+    (r2,) = _run(cfg2, add_problems(1), MockScorer(), MockEngine(steps=2))
+    answers = {r2.trees[0].nodes[i].final_answer for i in T.answer_nodes(r2.trees[0])}
+    assert answers == {"7", "8"} and best_answer(r2.trees[0])[1] == "8"
+
+
+def test_scored_modes_need_a_scorer():
+    with pytest.raises(ValueError, match="scorer"):
+        _run(make_cfg(mode="beam"), add_problems(1))
