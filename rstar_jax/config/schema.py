@@ -176,6 +176,12 @@ class MCTSConfig:
     # Baselines: beam search keeps `beam_width` partial solutions and samples
     # `beam_expand` candidates from each (0: `candidates`).
     beam_expand: int = 0
+    # The final answer of an inference MCTS (terminal_value=ppm) among the
+    # final-answer nodes of all its trees (spec section 4, search/selection.py):
+    # the top PPM score (the paper), a majority / score-weighted vote, or a
+    # majority over the `answer_top_k` best-scored answers (reference README).
+    answer_selection: str = "top_score"  # top_score | majority | weighted | top_k_majority
+    answer_top_k: int = 4  # k of top_k_majority
     # Training-data extraction from trees (spec section 5).
     extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
     extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
@@ -207,6 +213,10 @@ class ExecutorConfig:
     drop_privileges: bool = True  # as root: run each program under its own unused uid
     sandbox_uid_base: int = 1_900_000_000  # worker i's programs run as uid base + i
     tmp_size_mb: int = 256  # as root: size of each worker's private /tmp (tmpfs)
+    # Per worker: finished programs kept alive so a program extending one runs only
+    # its new statements (see execution/worker.py); 0 = off (measured: no net win
+    # on light steps, a large one on deep heavy prefixes).
+    prefix_snapshots: int = 0
     preload_grading: bool = True  # workers also import math-verify (grade_many in the pool)
 
 
@@ -230,6 +240,12 @@ class DataConfig:
     arith_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arith_test_seed: int = 1_000_003
     arith_test_count: int = 128
+    # The demo's pretraining corpus of imperfect solutions (data/corpus.py):
+    # its own problem stream, and per level 1..4 the share of wrong solutions.
+    arith_corpus_seed: int = 7_000_001
+    arith_corpus_count: int = 4096
+    arith_error_rates: List[float] = field(default_factory=lambda: [0.15, 0.3, 0.5, 0.7])
+    tokenizer_vocab_size: int = 512  # the demo BPE's size (special tokens included)
 
 
 @dataclass(frozen=True)
@@ -287,6 +303,19 @@ class EvolveConfig:
     stages: List[str] = field(
         default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
     )
+    # Round 0, before round 1: e.g. [world, pretrain, eval] for the demo
+    # (make the world, pretrain the base model, measure its greedy accuracy);
+    # [eval] for a real base model; [] to skip.
+    base_stages: List[str] = field(default_factory=list)
+    # Round 0 `pretrain`: the base model trained from scratch on the world's
+    # corpus (the demo's stand-in for a pretrained base model).
+    pretrain: OptimConfig = field(
+        default_factory=lambda: OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                                            weight_decay=0.01, batch_size=32, epochs=2.0, seq_len=512)
+    )
+    # Stage name -> "package.module:function" replacing the built-in stage
+    # (custom stages, and the fakes the tests plug in).
+    stage_functions: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,6 +330,17 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     top_k_vote: int = 4
     grade_timeout_s: float = 5.0
+    # Directory holding the official benchmark files (or any one problem
+    # file); with `data_dir` set it is the tfds builders' source instead.
+    benchmark_dir: Optional[str] = None
+    levels_path: Optional[str] = None  # math500_levels.jsonl (default: beside the files)
+    # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
+    # the reference README's majority over the top `top_k_vote`, or votes.
+    mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
+    chunk_size: int = 16  # problems per runner call; each finished chunk is saved
+    processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
+    processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all
+    processbench_threshold: Optional[float] = None  # fixed threshold (skips tuning)
 
 
 @dataclass(frozen=True)
@@ -354,6 +394,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
+    "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
     "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
@@ -362,7 +403,10 @@ CHOICES: Dict[str, tuple] = {
     "train.sft.schedule": ("linear", "constant", "cosine"),
     "train.ppm.schedule": ("linear", "constant", "cosine"),
     "evolve.ppm_init": ("policy", "base"),
+    "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
+    "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 

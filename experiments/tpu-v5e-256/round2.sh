@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Round 2 of rStar-Math self-evolution on a TPU v5e-256 pod slice (64 hosts; run on every host, e.g. gcloud compute tpus tpu-vm ssh $TPU --worker=all --command ...).
+# Runs: terminal-guided MCTS with the round-1 policy (16 x 8, a second tree for unsolved problems).
+# Produces: $RUN_DIR/round_2/{problems,search,extract,sft,ppm,eval}/ (each with manifest.json)
+#   and an updated $RUN_DIR/report.{md,json}; about 1 day (estimate).
+# Needs: RUN_DIR, MODEL_DIR (HF dir of Qwen2.5-Math-7B), TRAIN_PROBLEMS, TEST_PROBLEMS, and round 1 finished in RUN_DIR.
+# Rerun the same script to resume; add key=value overrides as arguments,
+# or --only-style parts with RSTAR_ONLY (e.g. RSTAR_ONLY=round2.search).
+source "$(dirname "$0")/../common.sh"
+run_round experiments/tpu-v5e-256/evolve.yaml 2 "$@"

@@ -1,0 +1,166 @@
+"""Runs the planned stages in order: skip the finished, run the rest, report.
+
+The loop is deliberately plain: for each selected stage, a manifest means
+done; otherwise look the stage function up (built-in table, overridable per
+stage by `evolve.stage_functions`), call it with a `StageContext`, then write
+the manifest last. A killed run leaves no manifest for the interrupted stage,
+so the same command reruns exactly that stage, whose function resumes from
+its own partial output. After the last stage of each round (and at the end)
+the report is rebuilt from all manifests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from rstar_jax.config.loader import ConfigError, to_dict
+from rstar_jax.evolve.context import StageContext, stage_dir
+from rstar_jax.evolve.manifest import config_hash, git_revision, read_manifest, write_manifest
+from rstar_jax.evolve.plan import StageSpec, build_plan, select
+
+log = logging.getLogger(__name__)
+
+StageFn = Callable[[StageContext], Mapping[str, Any]]
+
+# The built-in stage functions (imported only when a stage runs).
+BUILTIN_STAGES: Dict[str, str] = {
+    "world": "rstar_jax.evolve.stages:world",
+    "pretrain": "rstar_jax.evolve.stages:pretrain",
+    "problems": "rstar_jax.evolve.stages:problems",
+    "search": "rstar_jax.evolve.stages:search",
+    "extract": "rstar_jax.evolve.stages:extract",
+    "sft": "rstar_jax.evolve.stages:sft",
+    "ppm": "rstar_jax.evolve.stages:ppm",
+    "eval": "rstar_jax.evolve.stages:evaluate",
+}
+
+
+def resolve_stage(name: str, overrides: Mapping[str, str]) -> StageFn:
+    """The function of stage `name` ("module:function" from the config or the table)."""
+    target = overrides.get(name) or BUILTIN_STAGES.get(name)
+    if target is None:
+        raise ConfigError(f"unknown stage {name!r}; known: {', '.join(sorted(BUILTIN_STAGES))} "
+                          "(or map it in evolve.stage_functions)")
+    module, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"stage {name!r}: cannot load {target!r}: {e}") from None
+    return fn
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _relative(outputs: Mapping[str, str], base: str) -> Dict[str, str]:
+    rel = {}
+    for key, path in outputs.items():
+        path = os.path.abspath(path)
+        inside = os.path.commonpath([path, os.path.abspath(base)]) == os.path.abspath(base)
+        rel[key] = os.path.relpath(path, base) if inside else path
+    return rel
+
+
+def _process() -> tuple:
+    """(index, count) of this JAX process; (0, 1) when JAX was never imported."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        return 0, 1
+    return jax.process_index(), jax.process_count()
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process of a multi-host run (no-op on one process)."""
+    if _process()[1] > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def run_stage(spec: StageSpec, run_dir: str, revision: Optional[str]) -> Dict[str, Any]:
+    """Runs one stage and writes its manifest; returns the manifest."""
+    ctx = StageContext(cfg=spec.cfg, run_dir=run_dir, round=spec.round, stage=spec.name)
+    fn = resolve_stage(spec.name, spec.cfg.evolve.stage_functions)
+    os.makedirs(ctx.out_dir, exist_ok=True)
+    started, t0 = _now(), time.perf_counter()
+    log.info("%s: running (%s)", spec.id, ctx.out_dir)
+    result = dict(fn(ctx) or {})
+    wall = time.perf_counter() - t0
+    config = to_dict(spec.cfg)
+    manifest = {
+        "stage": spec.name,
+        "round": spec.round,
+        "config_file": spec.config_file,
+        "config_hash": config_hash(config),
+        "config": config,
+        "inputs": ctx.inputs,
+        "outputs": _relative(result.get("outputs", {}), ctx.out_dir),
+        "counts": dict(result.get("counts", {})),
+        "metrics": dict(result.get("metrics", {})),
+        "timings": {"started": started, "finished": _now(), "wall_s": round(wall, 3)},
+        "git_revision": revision,
+    }
+    # On a pod every process runs the stage on its shard; the stage is done
+    # when all are, and process 0 alone records it.
+    _barrier(f"{spec.id}:finished")
+    if _process()[0] == 0:
+        write_manifest(ctx.out_dir, manifest)
+    _barrier(f"{spec.id}:recorded")
+    log.info("%s: done in %.1f s %s", spec.id, wall, manifest["counts"])
+    return manifest
+
+
+def _round_ends(selected: Sequence[StageSpec], plan: Sequence[StageSpec]) -> set:
+    """Stage ids after which a round is complete (report time)."""
+    last = {}
+    for s in plan:
+        last[s.round] = s.id
+    return {s.id for s in selected if last.get(s.round) == s.id}
+
+
+def run_evolve(
+    config_file: str,
+    run_dir: str,
+    overrides: Sequence[str] = (),
+    only: Optional[str] = None,
+    start: Optional[str] = None,
+    echo: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Runs (or resumes) a self-evolution run; returns the report dict.
+
+    Args:
+      config_file: an evolve config (with `evolve.rounds`) or one round's config.
+      run_dir: where every stage writes `round_N/<stage>/`.
+      overrides: dotted `key=value` overrides applied to every round's config.
+      only: comma-separated `roundN[.stage]` names to run (nothing else).
+      start: a `roundN[.stage]` to start from (earlier stages must be done).
+      echo: where the per-round tables go (the terminal).
+    """
+    from rstar_jax.evolve.report import write_report
+
+    plan = build_plan(config_file, overrides)
+    selected = select(plan, only, start)
+    os.makedirs(run_dir, exist_ok=True)
+    revision = git_revision()
+    ends = _round_ends(selected, plan)
+    ran: List[str] = []
+    for spec in selected:
+        done = read_manifest(stage_dir(run_dir, spec.round, spec.name))
+        if done is not None:
+            if done.get("config_hash") != config_hash(to_dict(spec.cfg)):
+                log.warning("%s: finished under a different config; keeping it (delete %s to redo)",
+                            spec.id, stage_dir(run_dir, spec.round, spec.name))
+            log.info("%s: already finished, skipped", spec.id)
+        else:
+            run_stage(spec, run_dir, revision)
+            ran.append(spec.id)
+        if spec.id in ends:
+            write_report(run_dir, plan, echo=echo if ran else None)
+    return write_report(run_dir, plan, echo=echo)

@@ -1,0 +1,105 @@
+"""Fake stage functions with hand-checkable outputs (no model, no search).
+
+Each fake writes a small file, resumes from its partial output like the real
+stages do, and logs every unit of work to RUN_DIR/calls.log so tests can
+count repeats. `FAKE_KILL=roundN.stage:K` makes the fake search stop after K
+problems: by SIGKILL of its own process (`FAKE_KILL_MODE=sigkill`, for the
+CLI test) or by raising `SimulatedKill` (in-process tests).
+"""
+
+import json
+import os
+import signal
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+def _log(ctx, what):
+    with open(os.path.join(ctx.run_dir, "calls.log"), "a") as f:
+        f.write(f"round{ctx.round}.{ctx.stage}:{what}\n")
+
+
+def _model(ctx, init):
+    os.makedirs(ctx.path("model"), exist_ok=True)
+    with open(ctx.path("model", "weights.json"), "w") as f:
+        json.dump({"round": ctx.round, "stage": ctx.stage, "init": init}, f)
+    _log(ctx, "train")
+    return {"outputs": {"model": ctx.path("model")}}
+
+
+def world(ctx):
+    _log(ctx, "world")
+    os.makedirs(ctx.path("tokenizer"), exist_ok=True)
+    return {"outputs": {"tokenizer": ctx.path("tokenizer")}, "counts": {"vocab": 7}}
+
+
+def pretrain(ctx):
+    return _model(ctx, None)
+
+
+def search(ctx):
+    path = ctx.problems("train")
+    with open(path) as f:
+        ids = [json.loads(line)["id"] for line in f]
+    policy, ppm = ctx.search_policy(), ctx.search_ppm()
+    out = ctx.path("trees.jsonl")
+    done = set()
+    if os.path.exists(out):
+        with open(out) as f:
+            done = {json.loads(line)["id"] for line in f if line.endswith("\n")}
+    kill = os.environ.get("FAKE_KILL", "")
+    kill_at = int(kill.split(":")[1]) if kill.startswith(f"round{ctx.round}.search:") else None
+    with open(out, "a") as f:
+        for pid in ids:
+            if pid in done:
+                continue
+            if kill_at is not None and len(done) >= kill_at:
+                if os.environ.get("FAKE_KILL_MODE") == "sigkill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise SimulatedKill(pid)
+            # Round N solves problems whose index % 4 < N.
+            solved = int(pid.rsplit("-", 1)[1]) % 4 < ctx.round
+            f.write(json.dumps({"id": pid, "solved": solved}) + "\n")
+            f.flush()
+            done.add(pid)
+            _log(ctx, pid)
+    with open(out) as f:
+        rows = [json.loads(line) for line in f]
+    solved = sum(r["solved"] for r in rows)
+    return {"outputs": {"trees": out}, "counts": {"problems": len(rows), "solved": solved},
+            "metrics": {"solved_share": solved / len(rows)},
+            "inputs_seen": {"policy": policy, "ppm": ppm}}
+
+
+def extract(ctx):
+    trees = ctx.output(ctx.round, "search", "trees")
+    with open(trees) as f:
+        n = sum(json.loads(line)["solved"] for line in f)
+    _log(ctx, "extract")
+    with open(ctx.path("sft.jsonl"), "w") as f:
+        f.write(f"{n}\n")
+    return {"outputs": {"sft": ctx.path("sft.jsonl")}, "counts": {"sft": 2 * n}}
+
+
+def sft(ctx):
+    ctx.output(ctx.round, "extract", "sft")
+    return _model(ctx, ctx.sft_init())
+
+
+def ppm(ctx):
+    result = _model(ctx, ctx.ppm_init())
+    return {**result, "metrics": {"ppm_pair_acc": 0.6 + 0.05 * ctx.round}}
+
+
+def evaluate(ctx):
+    ctx.policy()
+    ctx.ppm()
+    _log(ctx, "eval")
+    r = ctx.round
+    if r == 0:
+        return {"metrics": {"greedy_acc": 0.25}}
+    return {"metrics": {"greedy_acc": 0.25 + 0.1 * r, "mcts_ppm_acc": 0.35 + 0.1 * r,
+                        "majority_acc": 0.3 + 0.1 * r, "ppm_selected_acc": 0.32 + 0.1 * r,
+                        "trajectories": 8}}

@@ -1,0 +1,218 @@
+"""The evolve runner with fake stages: plan, skipping, manifests, --only/--from, resume, report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from rstar_jax.config import ConfigError
+from rstar_jax.evolve.context import MissingInput
+from rstar_jax.evolve.plan import build_plan, select
+from rstar_jax.evolve.runner import run_evolve
+from testutil import REPO
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import evolve_fakes  # noqa: E402
+
+FAKES = ("world", "pretrain", "search", "extract", "sft", "ppm", "eval")
+STAGES = ("problems", "search", "extract", "sft", "ppm", "eval")
+
+
+@pytest.fixture
+def configs(tmp_path):
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    fns = "\n".join(f"    {s}: evolve_fakes:{'evaluate' if s == 'eval' else s}" for s in FAKES)
+    (cfg_dir / "base.yaml").write_text(
+        "# fake base\ndata:\n  source: arith\n  arith_count: 8\n  arith_test_count: 4\n"
+        f"evolve:\n  stage_functions:\n{fns}\n")
+    (cfg_dir / "evolve.yaml").write_text(
+        "# fake evolve\nbase_config: base.yaml\nevolve:\n  round: 0\n"
+        "  base_stages: [world, pretrain, eval]\n"
+        "  rounds: [r1.yaml, r2.yaml, r3.yaml, r4.yaml]\n")
+    (cfg_dir / "r1.yaml").write_text("# r1\nbase_config: base.yaml\nevolve:\n  round: 1\n")
+    (cfg_dir / "r2.yaml").write_text("# r2\nbase_config: r1.yaml\nevolve:\n  round: 2\n")
+    (cfg_dir / "r3.yaml").write_text(
+        "# r3\nbase_config: r2.yaml\nevolve:\n  round: 3\nmcts:\n  ppm_init_value: true\n")
+    (cfg_dir / "r4.yaml").write_text("# r4\nbase_config: r3.yaml\nevolve:\n  round: 4\n")
+    return str(cfg_dir / "evolve.yaml")
+
+
+def _calls(run_dir):
+    path = os.path.join(run_dir, "calls.log")
+    return open(path).read().split() if os.path.exists(path) else []
+
+
+def _manifest(run_dir, rnd, stage):
+    with open(os.path.join(run_dir, f"round_{rnd}", stage, "manifest.json")) as f:
+        return json.load(f)
+
+
+EXPECTED_ROUNDS = [
+    {"round": r, "solved_share": r / 4, "greedy_acc": 0.25 + 0.1 * r, "mcts_ppm_acc": 0.35 + 0.1 * r,
+     "ppm_pair_acc": 0.6 + 0.05 * r, "majority_acc": 0.3 + 0.1 * r,
+     "ppm_selected_acc": 0.32 + 0.1 * r, "trajectories": 8}
+    for r in (1, 2, 3, 4)
+]
+
+
+def _same_rounds(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.keys() == e.keys()
+        for k in e:
+            assert g[k] == pytest.approx(e[k]), (g["round"], k)
+
+
+def test_plan_and_selection(configs):
+    plan = build_plan(configs)
+    ids = [s.id for s in plan]
+    assert ids[:3] == ["round0.world", "round0.pretrain", "round0.eval"]
+    assert ids[3:9] == [f"round1.{s}" for s in STAGES] and len(ids) == 3 + 4 * 6
+    assert plan[-1].cfg.mcts.ppm_init_value and not plan[4].cfg.mcts.ppm_init_value
+    # Overrides reach every round.
+    assert all(s.cfg.data.arith_count == 5 for s in build_plan(configs, ["data.arith_count=5"]))
+    assert [s.id for s in select(plan, only="round3.search")] == ["round3.search"]
+    assert [s.id for s in select(plan, only="round2.sft,round4")] == (
+        ["round2.sft"] + [f"round4.{s}" for s in STAGES])
+    assert [s.id for s in select(plan, start="round4.ppm")] == ["round4.ppm", "round4.eval"]
+    with pytest.raises(ConfigError, match="no such stage"):
+        select(plan, only="round5.search")
+    with pytest.raises(ConfigError, match="expected roundN"):
+        select(plan, start="search")
+
+
+def test_full_run_manifests_report_and_skip(configs, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    report = run_evolve(configs, run)
+    assert report["base"] == {"greedy_acc": 0.25}
+    _same_rounds(report["rounds"], EXPECTED_ROUNDS)
+    on_disk = json.loads(open(os.path.join(run, "report.json")).read())
+    assert on_disk["base"] == report["base"] and on_disk["wall_s"] >= 0
+    _same_rounds(on_disk["rounds"], EXPECTED_ROUNDS)
+    for name in ("report.md", "accuracy.png", "solved.png", "selection.png"):
+        assert os.path.getsize(os.path.join(run, name)) > 0
+    assert "| 4 | 100.0 | 65.0 | 75.0 | 80.0 | 70.0 | 72.0 | 8 |" in open(os.path.join(run, "report.md")).read()
+    table = capsys.readouterr().out
+    assert "mcts+ppm" in table and "65.0" in table
+
+    m = _manifest(run, 2, "search")
+    assert m["stage"] == "search" and m["round"] == 2 and m["config"]["evolve"]["round"] == 2
+    assert m["counts"] == {"problems": 8, "solved": 4} and m["outputs"] == {"trees": "trees.jsonl"}
+    assert set(m["timings"]) == {"started", "finished", "wall_s"} and "git_revision" in m
+    assert m["config_file"].endswith("r2.yaml")
+
+    # Model lineage (spec sections 1 and 6).
+    base = os.path.join(run, "round_0", "pretrain", "model")
+    assert _manifest(run, 1, "search")["inputs"]["search_policy"] == base
+    assert _manifest(run, 2, "search")["inputs"]["search_policy"] == os.path.join(run, "round_1", "sft", "model")
+    assert _manifest(run, 2, "search")["inputs"]["search_ppm"] is None
+    assert _manifest(run, 3, "search")["inputs"]["search_ppm"] == os.path.join(run, "round_2", "ppm", "model")
+    for r in (1, 2, 3, 4):
+        assert _manifest(run, r, "sft")["inputs"]["sft_init"] == base
+    assert _manifest(run, 1, "ppm")["inputs"]["ppm_init"] == base
+    assert _manifest(run, 3, "ppm")["inputs"]["ppm_init"] == os.path.join(run, "round_3", "sft", "model")
+
+    # A rerun does nothing but rebuild the report.
+    before = _calls(run)
+    mtime = os.stat(os.path.join(run, "round_3", "sft", "manifest.json")).st_mtime_ns
+    again = run_evolve(configs, run)
+    assert _calls(run) == before
+    assert os.stat(os.path.join(run, "round_3", "sft", "manifest.json")).st_mtime_ns == mtime
+    _same_rounds(again["rounds"], EXPECTED_ROUNDS)
+
+
+def test_switches_sft_previous_and_ppm_base(configs, tmp_path):
+    run = str(tmp_path / "run")
+    run_evolve(configs, run, ["train.sft_init=previous", "evolve.ppm_init=base"], only="round0,round1,round2")
+    base = os.path.join(run, "round_0", "pretrain", "model")
+    assert _manifest(run, 1, "sft")["inputs"]["sft_init"] == base
+    assert _manifest(run, 2, "sft")["inputs"]["sft_init"] == os.path.join(run, "round_1", "sft", "model")
+    assert _manifest(run, 2, "ppm")["inputs"]["ppm_init"] == base
+
+
+def test_only_and_from_run_parts(configs, tmp_path):
+    run = str(tmp_path / "run")
+    with pytest.raises(MissingInput, match="round1.problems, which has not finished"):
+        run_evolve(configs, run, only="round1.search")
+    run_evolve(configs, run, only="round1.problems")
+    with pytest.raises(MissingInput, match="no base model"):
+        run_evolve(configs, run, only="round1.search")
+    run_evolve(configs, run, only="round0")
+    report = run_evolve(configs, run, only="round1.search")
+    assert sorted(os.listdir(os.path.join(run, "round_1"))) == ["problems", "search"]
+    assert report["rounds"][0]["solved_share"] == 0.25 and report["rounds"][0]["greedy_acc"] is None
+    report = run_evolve(configs, run, start="round1.extract")
+    _same_rounds(report["rounds"], EXPECTED_ROUNDS)
+    # Every unit of work ran exactly once.
+    calls = _calls(run)
+    assert len(calls) == len(set(calls))
+
+
+def test_resume_after_a_kill_in_process(configs, tmp_path, monkeypatch):
+    run = str(tmp_path / "run")
+    monkeypatch.setenv("FAKE_KILL", "round2.search:3")
+    with pytest.raises(evolve_fakes.SimulatedKill):
+        run_evolve(configs, run)
+    assert not os.path.exists(os.path.join(run, "round_2", "search", "manifest.json"))
+    assert sum(c.startswith("round2.search:") for c in _calls(run)) == 3
+    monkeypatch.delenv("FAKE_KILL")
+    report = run_evolve(configs, run)
+    _same_rounds(report["rounds"], EXPECTED_ROUNDS)
+    searched = [c for c in _calls(run) if c.startswith("round2.search:")]
+    assert len(searched) == 8 == len(set(searched))  # the first 3 were not redone
+
+
+@pytest.mark.parametrize("kill_at", ["round1.search:0", "round3.search:5"])
+def test_sigkill_then_same_command_gives_the_same_report(configs, tmp_path, kill_at):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), HERE]), "FAKE_KILL_MODE": "sigkill"}
+    cmd = [sys.executable, "-m", "rstar_jax", "evolve", "--config", configs]
+    clean = subprocess.run(cmd + ["--out", str(tmp_path / "clean")], env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    killed = subprocess.run(cmd + ["--out", str(tmp_path / "killed")], env={**env, "FAKE_KILL": kill_at},
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL
+    resumed = subprocess.run(cmd + ["--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "clean" / "report.json").read_text())
+    b = json.loads((tmp_path / "killed" / "report.json").read_text())
+    assert a["base"] == b["base"] and a["rounds"] == b["rounds"]
+
+
+def test_cli_errors_exit_2(configs, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), HERE])}
+    base = [sys.executable, "-m", "rstar_jax", "evolve", "--config", configs, "--out", str(tmp_path / "r")]
+    for extra, needle in ((["--only", "round9"], "no such stage"),
+                          (["--only", "round1.search"], "has not finished"),
+                          (["evolve.stage_functions.search=nope:fn"], "cannot load")):
+        out = subprocess.run(base + extra, env=env, capture_output=True, text=True)
+        assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
+    """configs/demo/evolve.yaml end to end: real world and problems stages,
+    fake model stages (the real ones are exercised by the slow demo test)."""
+    fakes = [f"evolve.stage_functions.{s}=evolve_fakes:{'evaluate' if s == 'eval' else s}"
+             for s in ("pretrain", "search", "extract", "sft", "ppm", "eval")]
+    small = ["data.arith_count=8", "data.arith_test_count=4", "data.arith_corpus_count=100"]
+    demo = str(REPO / "configs/demo/evolve.yaml")
+    plan = build_plan(demo)
+    assert [s.id for s in plan][:3] == ["round0.world", "round0.pretrain", "round0.eval"]
+    r = {s.round: s.cfg for s in plan}
+    assert (r[1].mcts.errors_threshold, r[2].mcts.errors_threshold) == (2, 1)
+    assert r[3].mcts.ppm_init_value and not r[2].mcts.ppm_init_value
+    assert r[4].mcts.rollouts > r[3].mcts.rollouts and r[4].mcts.unsolved_seeds == 1
+    assert r[1].data.arith_test_seed != r[1].data.arith_seed != r[1].data.arith_corpus_seed
+    run = str(tmp_path / "demo")
+    report = run_evolve(demo, run, fakes + small, echo=lambda s: None)
+    assert [x["round"] for x in report["rounds"]] == [1, 2, 3, 4]
+    world_manifest = _manifest(run, 0, "world")
+    assert world_manifest["counts"]["corpus"] == 100
+    assert _manifest(run, 1, "problems")["counts"] == {"train": 8, "test": 4}
+    for rnd, stages in [(0, ("world", "pretrain", "eval"))] + [(i, STAGES) for i in (1, 2, 3, 4)]:
+        for s in stages:
+            assert _manifest(run, rnd, s)["stage"] == s
