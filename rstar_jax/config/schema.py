@@ -176,6 +176,12 @@ class MCTSConfig:
     # Baselines: beam search keeps `beam_width` partial solutions and samples
     # `beam_expand` candidates from each (0: `candidates`).
     beam_expand: int = 0
+    # The final answer of an inference MCTS (terminal_value=ppm) among the
+    # final-answer nodes of all its trees (spec section 4, search/selection.py):
+    # the top PPM score (the paper), a majority / score-weighted vote, or a
+    # majority over the `answer_top_k` best-scored answers (reference README).
+    answer_selection: str = "top_score"  # top_score | majority | weighted | top_k_majority
+    answer_top_k: int = 4  # k of top_k_majority
     # Training-data extraction from trees (spec section 5).
     extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
     extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
@@ -388,6 +394,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
+    "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
     "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),

@@ -1,0 +1,128 @@
+"""`rstar-jax search` end to end with the real engine, PPM scorer, executor
+pool and grader, on a random tiny model.
+
+A random model writes junk steps, so these tests check structure, not
+quality: a record per problem, tags, visit conservation, terminal reasons,
+observations of code steps, a byte-identical tree file for the same seed,
+and a resumed run that writes the records of an uninterrupted one. The
+tokenizer (`mock.tiny_step_tokenizer`) is small enough that the random
+model ends steps and writes `\\boxed{A}` tokens now and then.
+"""
+
+import json
+
+import pytest
+from search.search_helpers import add_problems
+
+from rstar_jax.cli import main
+from rstar_jax.search import mock, treefile
+from rstar_jax.search import tree as T
+from testutil import REPO
+
+PROBLEMS = add_problems(3)  # golds 7, 8, 9
+ALLOWED = {T.FINAL_ANSWER, T.TOO_MANY_CODE_ERRORS, T.TOO_MANY_STEPS, T.NO_VALID_CHILD,
+           T.INCOMPLETE_STEP, None}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    tok = mock.tiny_step_tokenizer(boxed_answers=("7", "8", "9"))
+    tok.save_pretrained(root / "tok")
+    probs = root / "problems.jsonl"
+    probs.write_text("\n".join(json.dumps({"id": p.id, "question": p.question, "answer": p.answer})
+                               for p in PROBLEMS))
+    overrides = [
+        f"model.vocab_size={len(tok)}", f"model.tokenizer_dir={root / 'tok'}",
+        "engine.num_slots=8", "engine.max_seq_len=256", "engine.prefill_buckets=[256]",
+        "engine.truncation=left", "mcts.rollouts=4", "mcts.candidates=3", "mcts.max_depth=3",
+        "mcts.max_new_tokens_per_step=16", "mcts.temperature=1.0", "mcts.trees_in_flight=2",
+        "mcts.ppm_init_value=true", "executor.num_workers=2", "executor.timeout_s=10",
+        "logging.progress=false", "seed=3",
+    ]
+    return root, probs, overrides
+
+
+def search(capsys, setup, out, *extra):
+    root, probs, overrides = setup
+    rc = main(["search", "--config", str(REPO / "configs/models/tiny.yaml"), "--problems",
+               str(probs), "--out", str(root / out), *overrides, *extra])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    return json.loads(captured.out.strip().splitlines()[-1]), root / out / "trees.0.jsonl"
+
+
+def check_tree(tree: T.Tree, budget: int) -> None:
+    """Structural invariants of one finished MCTS tree."""
+    nodes = tree.nodes
+    assert 1 <= tree.rollouts <= budget
+    finals = 0
+    for i, n in enumerate(nodes):
+        assert n.terminal_reason in ALLOWED
+        for k, ci in enumerate(n.children, start=1):
+            c = nodes[ci]
+            assert c.parent == i and c.tag == f"{n.tag}.{k}" and c.depth == n.depth + 1
+        if n.program is not None:  # every code step ran in the pool
+            assert n.observation is not None
+        if n.terminal_reason == T.FINAL_ANSWER:
+            finals += 1
+            assert n.value in (1.0, -1.0) and n.correct is (n.value == 1.0)
+        if n.terminal_reason in T.LOCAL_TERMINALS:
+            assert (n.N, n.W, n.value) == (1, -1.0, -1.0)
+        if i and not n.terminal:
+            assert n.ppm_value is not None and -1.0 <= n.ppm_value <= 1.0  # ppm_init_value
+    # Only final answers back up to the root (local terminals and PPM initial
+    # values stay on their node): N(root) counts them, W(root) sums them.
+    backed = [n.value for n in nodes if n.terminal_reason == T.FINAL_ANSWER]
+    assert tree.root.N == finals and tree.root.W == pytest.approx(sum(backed))
+
+
+@pytest.mark.slow  # two model loads and compiles, a few seconds each on a quiet machine
+def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(capsys, setup):
+    first, path = search(capsys, setup, "a")
+    assert (first["searched"], first["skipped"]) == (3, 0)
+    records = list(treefile.read_records(str(path)))
+    assert sorted(r["id"] for r in records) == [p.id for p in PROBLEMS]
+    kinds = set()
+    for rec in records:
+        assert rec["mode"] == "mcts" and len(rec["trees"]) == 1 and "prediction" not in rec
+        tree = treefile.record_trees(rec)[0]
+        check_tree(tree, budget=4)
+        kinds.update(n.terminal_reason for n in tree.nodes)
+        assert len(tree.nodes) > 1
+    assert first["rollouts"] == sum(r["trees"][0]["rollouts"] for r in records)
+    assert len(kinds - {None}) >= 2  # the random model does reach several kinds of ends
+
+    # Interrupted after two problems, then resumed by a second run: the
+    # records of the uninterrupted run, byte for byte (same seed, fresh
+    # engines, another schedule).
+    search(capsys, setup, "b", "--limit", "2")
+    resumed, path2 = search(capsys, setup, "b")
+    assert (resumed["skipped"], resumed["searched"]) == (2, 1)
+    assert sorted(path2.read_bytes().splitlines()) == sorted(path.read_bytes().splitlines())
+
+
+@pytest.mark.slow  # one model load and compile
+def test_inference_search_records_the_majority_answer_of_its_ppm_valued_trees(capsys, setup):
+    summary, path = search(capsys, setup, "ppm", "mcts.terminal_value=ppm", "mcts.rollouts=6",
+                           "mcts.answer_selection=majority")
+    assert summary["searched"] == 3
+    seen = 0
+    for rec in treefile.read_records(str(path)):
+        tree = treefile.record_trees(rec)[0]
+        finals = [tree.nodes[i] for i in T.answer_nodes(tree)]
+        for n in finals:  # PPM-valued terminals, graded against the gold answer
+            assert n.value == n.ppm_value and -1.0 <= n.value <= 1.0 and n.correct is not None
+        assert rec["answer_selection"] == "majority" and rec["answer_candidates"] == len(finals)
+        answers = [n.final_answer for n in finals if n.final_answer is not None]
+        if not answers:
+            assert rec["prediction"] is None
+            continue
+        seen += 1
+        # The tokenizer's answers are the distinct strings 7, 8, 9: majority by count,
+        # ties to the first seen.
+        best = max(dict.fromkeys(answers), key=answers.count)
+        assert rec["prediction"] == best
+        node = next(n for n in finals if n.final_answer == best)
+        assert rec["prediction_tag"] == node.tag and rec["prediction_correct"] is node.correct
+    assert seen >= 1
