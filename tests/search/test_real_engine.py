@@ -77,7 +77,7 @@ def check_tree(tree: T.Tree, budget: int) -> None:
     assert tree.root.N == finals and tree.root.W == pytest.approx(sum(backed))
 
 
-@pytest.mark.slow  # two model loads and compiles, a few seconds each on a quiet machine
+@pytest.mark.slow  # two searches, each loading and compiling the models
 def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(capsys, setup):
     first, path = search(capsys, setup, "a")
     assert (first["searched"], first["skipped"]) == (3, 0)
@@ -93,12 +93,15 @@ def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(c
     assert first["rollouts"] == sum(r["trees"][0]["rollouts"] for r in records)
     assert len(kinds - {None}) >= 2  # the random model does reach several kinds of ends
 
-    # Interrupted after two problems, then resumed by a second run: the
-    # records of the uninterrupted run, byte for byte (same seed, fresh
+    # Killed after its first record, then resumed by a fresh process state:
+    # the records of the uninterrupted run, byte for byte (same seed, new
     # engines, another schedule).
-    search(capsys, setup, "b", "--limit", "2")
+    resume_dir = setup[0] / "b"
+    resume_dir.mkdir()
+    first_line = path.read_bytes().splitlines(keepends=True)[0]
+    (resume_dir / "trees.0.jsonl").write_bytes(first_line)
     resumed, path2 = search(capsys, setup, "b")
-    assert (resumed["skipped"], resumed["searched"]) == (2, 1)
+    assert (resumed["skipped"], resumed["searched"]) == (1, 2)
     assert sorted(path2.read_bytes().splitlines()) == sorted(path.read_bytes().splitlines())
 
 
