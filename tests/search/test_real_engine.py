@@ -71,10 +71,27 @@ def check_tree(tree: T.Tree, budget: int) -> None:
             assert (n.N, n.W, n.value) == (1, -1.0, -1.0)
         if i and not n.terminal:
             assert n.ppm_value is not None and -1.0 <= n.ppm_value <= 1.0  # ppm_init_value
-    # Only final answers back up to the root (local terminals and PPM initial
-    # values stay on their node): N(root) counts them, W(root) sums them.
-    backed = [n.value for n in nodes if n.terminal_reason == T.FINAL_ANSWER]
-    assert tree.root.N == finals and tree.root.W == pytest.approx(sum(backed))
+    # Visit conservation at every node: its own first update (a PPM initial
+    # value or a local terminal's -1, never backed up) plus one visit and the
+    # value of every final answer at or below it. Children come after their
+    # parents in `nodes`, so one reverse pass sums the subtrees.
+    n_below = [0] * len(nodes)
+    w_below = [0.0] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        n = nodes[i]
+        if n.terminal_reason == T.FINAL_ANSWER:
+            n_below[i] += 1
+            w_below[i] += n.value
+        own_n, own_w = 0, 0.0
+        if n.terminal_reason in T.LOCAL_TERMINALS:
+            own_n, own_w = 1, -1.0
+        elif n.ppm_value is not None and n.terminal_reason != T.FINAL_ANSWER:
+            own_n, own_w = 1, n.ppm_value
+        assert n.N == own_n + n_below[i] and n.W == pytest.approx(own_w + w_below[i])
+        if n.parent is not None:
+            n_below[n.parent] += n_below[i]
+            w_below[n.parent] += w_below[i]
+    assert tree.root.N == finals  # the root: exactly one visit per backed-up answer
 
 
 @pytest.mark.slow  # two searches, each loading and compiling the models
@@ -83,15 +100,17 @@ def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(c
     assert (first["searched"], first["skipped"]) == (3, 0)
     records = list(treefile.read_records(str(path)))
     assert sorted(r["id"] for r in records) == [p.id for p in PROBLEMS]
-    kinds = set()
+    kinds, observed = set(), 0
     for rec in records:
         assert rec["mode"] == "mcts" and len(rec["trees"]) == 1 and "prediction" not in rec
         tree = treefile.record_trees(rec)[0]
         check_tree(tree, budget=4)
         kinds.update(n.terminal_reason for n in tree.nodes)
+        observed += sum(n.observation is not None for n in tree.nodes)
         assert len(tree.nodes) > 1
     assert first["rollouts"] == sum(r["trees"][0]["rollouts"] for r in records)
     assert len(kinds - {None}) >= 2  # the random model does reach several kinds of ends
+    assert observed > 0  # its junk code did run in the sandbox
 
     # Killed after its first record, then resumed by a fresh process state:
     # the records of the uninterrupted run, byte for byte (same seed, new
