@@ -4,7 +4,9 @@ pool and grader, on a random tiny model.
 A random model writes junk steps, so these tests check structure, not
 quality: a record per problem, tags, visit conservation, terminal reasons,
 observations of code steps, a byte-identical tree file for the same seed,
-and a resumed run that writes the records of an uninterrupted one. The
+a resumed run that writes the records of an uninterrupted one; in process,
+one engine request (n samples) per expanded leaf, the parent's prompt KV
+reused from the prefix cache, and the configured answer selection. The
 tokenizer (`mock.tiny_step_tokenizer`) is small enough that the random
 model ends steps and writes `\\boxed{A}` tokens now and then.
 """
@@ -124,14 +126,53 @@ def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(c
     assert sorted(path2.read_bytes().splitlines()) == sorted(path.read_bytes().splitlines())
 
 
+class SpyEngine:
+    """Delegates to the real engine and records every call's requests."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def generate(self, requests):
+        self.calls.append([(r.prompt, r.params.n) for r in requests])
+        return self.engine.generate(requests)
+
+
 @pytest.mark.slow  # one model load and compile
-def test_inference_search_records_the_majority_answer_of_its_ppm_valued_trees(capsys, setup):
-    summary, path = search(capsys, setup, "ppm", "mcts.terminal_value=ppm", "mcts.rollouts=6",
-                           "mcts.answer_selection=majority")
+def test_inference_search_in_process_one_request_per_leaf_and_parent_kv_reused(setup, tmp_path):
+    from rstar_jax.config.loader import load_config
+    from rstar_jax.execution.pool import ExecutorPool
+    from rstar_jax.inference import load_policy_engine, load_ppm_scorer
+    from rstar_jax.search.run import search_to_dir
+
+    root, _, overrides = setup
+    tok = mock.tiny_step_tokenizer(boxed_answers=("7", "8", "9"))
+    cfg = load_config(str(REPO / "configs/models/tiny.yaml"), overrides + [
+        "mcts.terminal_value=ppm", "mcts.ppm_init_value=false", "mcts.rollouts=6",
+        "mcts.answer_selection=majority"])
+    engine = SpyEngine(load_policy_engine(cfg, tokenizer=tok))
+    scorer = load_ppm_scorer(cfg, tokenizer=tok)
+    executor = ExecutorPool(cfg.executor)
+    try:
+        summary = search_to_dir(cfg, PROBLEMS, str(tmp_path), engine, executor, scorer,
+                                process_index=0, process_count=1)
+    finally:
+        executor.close()
     assert summary["searched"] == 3
+    records = list(treefile.read_records(str(tmp_path / "trees.0.jsonl")))
+    trees = [treefile.record_trees(r)[0] for r in records]
+    # The n candidates of a leaf are ONE request with n samples, and every
+    # leaf expanded is exactly one request.
+    requests = [req for call in engine.calls for req in call]
+    assert all(n == 3 for _, n in requests)
+    expanded = sum(n.expanded for t in trees for n in t.nodes)
+    assert len(requests) == expanded and len(requests) > len(trees)
+    # Each non-root leaf's prompt extends its parent's, whose KV the engine
+    # cached when it generated the parent's candidates: all of them hit.
+    cache = engine.engine.prefix_cache
+    assert cache.hits == expanded - len(trees) and cache.reused_tokens > 16 * cache.hits
+
     seen = 0
-    for rec in treefile.read_records(str(path)):
-        tree = treefile.record_trees(rec)[0]
+    for rec, tree in zip(records, trees):
         finals = [tree.nodes[i] for i in T.answer_nodes(tree)]
         for n in finals:  # PPM-valued terminals, graded against the gold answer
             assert n.value == n.ppm_value and -1.0 <= n.value <= 1.0 and n.correct is not None
