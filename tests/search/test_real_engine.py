@@ -3,8 +3,8 @@ pool and grader, on a random tiny model.
 
 A random model writes junk steps, so these tests check structure, not
 quality: a record per problem, tags, visit conservation, terminal reasons,
-observations of code steps, a byte-identical tree file for the same seed,
-a resumed run that writes the records of an uninterrupted one; in process,
+observations of code steps, byte-identical records for the same seed when
+a resumed run finishes what an uninterrupted one did; in process,
 one engine request (n samples) per expanded leaf, the parent's prompt KV
 reused from the prefix cache, and the configured answer selection. The
 tokenizer (`mock.tiny_step_tokenizer`) is small enough that the random
