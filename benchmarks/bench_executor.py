@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -188,12 +189,16 @@ def tree_cache_benefit(pool):
 
 
 def main() -> int:
+    global TIMEOUT_S
+    warnings.simplefilter("ignore")  # sympy deprecation chatter from the reference's leaked globals
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400, help="programs in the workload")
     ap.add_argument("--workers", type=int, default=8, help="pool workers")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per program (all approaches)")
     ap.add_argument("--subprocess-n", type=int, default=100,
                     help="programs (a prefix of the workload) timed for the slow subprocess baseline")
     args = ap.parse_args()
+    TIMEOUT_S = args.timeout
 
     work = chains(args.n)
     programs = [c for c, _ in work]

@@ -4,7 +4,7 @@ reports, ProcessBench for the PPM, and analysis helpers for the notebooks.
 Public API (imported lazily so `rstar-jax --help` stays fast):
   evaluate(cfg, benchmarks, method, out_dir, *, run_method=None, ...)  harness
   ProblemResult, ResultStore                                            results
-  aggregate(samples, k=None, grade=None, equiv=None)                    metrics
+  metrics.aggregate(samples, k=None, grade=None, equiv=None)  (submodule `aggregate` is the CLI)
   pass_at_k(n, c, k), bootstrap_ci(values, samples, seed)               metrics
   evaluate_processbench(data, scorer, *, tune_subset, threshold)        processbench
 """
@@ -19,7 +19,6 @@ _EXPORTS = {
     "ProblemResult": "results",
     "ResultStore": "results",
     "Samples": "metrics",
-    "aggregate": "metrics",
     "pass_at_k": "metrics",
     "bootstrap_ci": "metrics",
     "evaluate_processbench": "processbench",

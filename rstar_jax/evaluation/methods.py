@@ -157,16 +157,24 @@ _SESSION: Dict[str, object] = {}
 
 
 def _session(cfg, need_scorer: bool):
-    """Engine, executor and (when asked) scorer, built once per process."""
+    """Engine, executor and (when asked) scorer, built once per process and
+    rebuilt when the model, engine, executor, mesh or PPM settings change."""
     try:
         from rstar_jax.execution.pool import ExecutorPool
         from rstar_jax.inference import load_policy_engine, load_ppm_scorer
     except ImportError as e:
         raise MethodUnavailable(f"the engine or executor is not available: {e}") from None
+    key = (cfg.model, cfg.engine, cfg.executor, cfg.mesh)
+    if _SESSION.get("key") != key:  # another model or engine: start over
+        close_session()
+    if _SESSION.get("ppm_key") != (cfg.ppm, cfg.model):
+        _SESSION.pop("scorer", None)
     if "engine" not in _SESSION:
+        _SESSION["key"] = key
         _SESSION["engine"] = load_policy_engine(cfg)
         _SESSION["executor"] = ExecutorPool(cfg.executor)
     if need_scorer and _SESSION.get("scorer") is None:
+        _SESSION["ppm_key"] = (cfg.ppm, cfg.model)
         _SESSION["scorer"] = load_ppm_scorer(cfg)
     return _SESSION["engine"], _SESSION["executor"], _SESSION.get("scorer")
 

@@ -385,19 +385,27 @@ class ExecutorPool:
             with self._lock:
                 self._next_id += 1
                 task_id = self._next_id
-            worker = self._workers[index]
-            msg = worker.execute(task_id, code, timeout, chain) if worker is not None else None
+            msg = None
+            for _attempt in range(2):
+                worker = self._workers[index]
+                if worker is None or not worker.alive():  # died while idle: not this program's fault
+                    self._replace(index)
+                    worker = self._workers[index]
+                msg = worker.execute(task_id, code, timeout, chain) if worker is not None else None
+                if msg is not None or worker is None or worker.child_pid is not None:
+                    break
+                self._replace(index)  # it died before starting the program: run it on a new one
             if msg is None:
-                result, cacheable = ExecResult(_FAILED, error=True), False
+                # Answer first, then restart the worker (seconds of imports).
+                self._finish(key, ExecResult(_FAILED, error=True), False)
                 self._replace(index)
-            else:
-                result = ExecResult(str(msg.get("observation", "")), bool(msg.get("error", True)),
-                                    bool(msg.get("timed_out", False)))
-                cacheable = not (result.timed_out or msg.get("crashed"))
-                if msg.get("snapshot") and chain:
-                    self._remember_owner(chain[-1], index)
-                self._count("resumed", bool(msg.get("resumed")))
-            self._finish(key, result, cacheable)
+                continue
+            result = ExecResult(str(msg.get("observation", "")), bool(msg.get("error", True)),
+                                bool(msg.get("timed_out", False)))
+            if msg.get("snapshot") and chain:
+                self._remember_owner(chain[-1], index)
+            self._count("resumed", bool(msg.get("resumed")))
+            self._finish(key, result, cacheable=not (result.timed_out or msg.get("crashed")))
 
     def _remember_owner(self, state_key: str, index: int) -> None:
         with self._lock:

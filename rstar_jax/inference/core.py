@@ -165,11 +165,41 @@ class DecodeCore:
         return int(self.state["cache"][0][0].shape[1])
 
     def ensure_cache_length(self, needed: int) -> None:
-        """Grows the decode cache to the bucket holding `needed` positions."""
+        """Grows the decode cache to the bucket holding `needed` positions, one
+        bucket at a time (so the set of compiled grows is fixed: `warmup`)."""
         needed = min(needed, self.max_seq_len)
-        if needed > self.cache_length:
+        while needed > self.cache_length:
+            nxt = bucket(self.cache_length + 1, self.buckets)
             with self._ctx():
-                self.state = self._grow(self.state, length=bucket(needed, self.buckets))
+                self.state = self._grow(self.state, length=nxt)
+
+    def warmup(self, tables, max_len: Optional[int] = None) -> None:
+        """Compiles every shape a run can meet up to `max_len` (default: all).
+
+        Shapes: prefill per cache length; prefix seeding, insertion and decode
+        per (prompt length, decode cache length) pair; each one-bucket grow.
+        Everything runs once on idle slots, then the state is reset.
+        """
+        lengths = [b for b in self.buckets if b <= (max_len or self.max_seq_len)]
+        params = SamplingParams(max_new_tokens=1, temperature=0.0)
+        kvs = {}
+        for length in lengths:
+            kv = self.prefill_kv(np.zeros(1, np.int32), 0, None, length)
+            kvs[length] = kv
+            for shorter in lengths:
+                if shorter <= length:
+                    self.prefill_kv(np.zeros(2, np.int32), 1, kvs[shorter], length)
+        self.reset()
+        for size in lengths:
+            self.ensure_cache_length(size)
+            for length in lengths:
+                if length <= size:
+                    self.insert(kvs[length], 0, token=0, pos=0, max_new=1, stop_mask=0,
+                                params=params, candidate=0)
+            self.insert(None, 0, token=0, pos=0, max_new=1, stop_mask=0, params=params, candidate=0)
+            self.free(0)
+            np.asarray(self.decode(tables))
+        self.reset()
 
     def _grow_fn(self, state, *, length):
         pad = length - state["cache"][0][0].shape[1]

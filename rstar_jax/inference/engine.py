@@ -64,6 +64,7 @@ class _Job:
     stops: tuple
     tokens: list = dataclasses.field(default_factory=list)
     logprob: float = 0.0
+    max_new: int = 0
     dispatched: int = 0  # decode steps sent to the device for this job
     done: bool = False
 
@@ -201,6 +202,11 @@ class Engine:
         for i, slot in enumerate(slots):
             self.insert(prefill, slot, params, first_candidate + i, stop_mask=mask)
 
+    def warmup(self, max_len: Optional[int] = None) -> None:
+        """Compiles every shape generation can meet (see `DecodeCore.warmup`), so
+        that no later call compiles. Worth it before timing or a long search."""
+        self.core.warmup(self._tables, max_len)
+
     def decode(self) -> np.ndarray:
         """One device call of `decode_steps_per_call` steps; packed `[N, T, 3]`
         float32 rows (token id, log-prob, end code; see `core`)."""
@@ -243,9 +249,16 @@ class Engine:
                     prefills[i] = self.prefill(encoded[i])
                 slot = self.free_slots.pop(0)
                 self.insert(prefills[i], slot, reqs[i].params, j, stop_mask=masks[i])
-                self.slot_jobs[slot] = _Job(i, j, len(encoded[i]), tuple(reqs[i].params.stop))
+                self.slot_jobs[slot] = _Job(i, j, len(encoded[i]), tuple(reqs[i].params.stop),
+                                            max_new=reqs[i].params.max_new_tokens)
                 if j == reqs[i].params.n - 1:
                     del prefills[i]
+            if inflight and all(job.dispatched >= job.max_new for job in self.slot_jobs.values()):
+                # Every slot ends within the calls already in flight: read them, not
+                # another call of idle steps.
+                while inflight:
+                    self._consume(*inflight.popleft(), results)
+                continue
             needed = max(job.prompt_len + job.dispatched + steps for job in self.slot_jobs.values())
             self.core.ensure_cache_length(needed)
             for job in self.slot_jobs.values():

@@ -116,6 +116,7 @@ class MetricsWriter:
         self.path = os.path.join(out_dir, "metrics.jsonl")
         self.main = jax.process_index() == 0
         self.tb = None
+        self.last_train: Dict = {}  # the last train row kept (a finished run's result)
         if not self.main:
             return
         if os.path.exists(self.path):  # drop what was logged after the checkpoint
@@ -123,6 +124,8 @@ class MetricsWriter:
                 keep = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= resume_step]
             with open(self.path, "w", encoding="utf-8") as f:
                 f.writelines(keep)
+            train_rows = [json.loads(ln) for ln in keep if '"split": "train"' in ln]
+            self.last_train = train_rows[-1] if train_rows else {}
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -259,7 +262,7 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
     flops_tok = flops_per_token(run.arch, run.opt.seq_len, lm_head=kind != "ppm")
     peak = cfg.train.peak_flops * jax.device_count()
     pending: List[Dict] = []
-    last = {}
+    last = {k: v for k, v in writer.last_train.items() if k in ("loss", "pair_accuracy")}
     t0, tok0, nsteps = time.perf_counter(), 0, 0
     bar = progress(total=tr.total, initial=start, desc=f"train {kind}", unit="step",
                    enabled=cfg.logging.progress)
@@ -332,9 +335,11 @@ def train_policy(cfg: Config, data_path: str, out_dir: str, *, init_from: Option
     """Policy SFT (or plain-text pretraining) on `data_path` (spec section 6).
 
     Args:
-      init_from: an exported model dir (`.../final`) to start from; None
-        starts from `cfg.model` (fresh init). Each round's SFT starts from
-        the base model: the caller passes the base export here.
+      init_from: a model to start from: an export (`<out_dir>/final` of an
+        earlier run, or `rstar-jax convert` output) or a checkpoint dir;
+        None starts from `cfg.model` (`model.checkpoint`, `model.hf_dir`,
+        else a fresh init). Each round's SFT starts from the base model:
+        the caller passes the base model here, not the previous round's.
       tokenizer: overrides `model.tokenizer_dir` / the export's tokenizer.
     Returns:
       The summary: final loss, steps, tokens, skipped records, final path.
@@ -345,7 +350,11 @@ def train_policy(cfg: Config, data_path: str, out_dir: str, *, init_from: Option
 
 def train_ppm(cfg: Config, data_path: str, out_dir: str, *, init_from: Optional[str] = None,
               tokenizer=None, on_step: Optional[OnStep] = None) -> Dict:
-    """PPM training on preference pairs; `init_from` is normally that round's
-    policy export (its backbone; a fresh value head) per spec section 6."""
+    """PPM training on preference pairs (`train.ppm_loss`: `bt` or `pqm`).
+
+    `init_from` is normally that round's policy export: its backbone with a
+    fresh value head (spec section 6); a PPM export continues as is. None
+    uses `ppm.checkpoint`, else the policy of `cfg.model` with a fresh head.
+    """
     return train(cfg, data_path, out_dir, kind="ppm", init_from=init_from, tokenizer=tokenizer,
                  on_step=on_step)

@@ -80,3 +80,18 @@ def test_register_parses_aggregate():
     commands.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["aggregate", "--k", "4"])
     assert args.k == 4 and args.handler is not None
+
+
+def test_through_the_real_cli(monkeypatch, capsys):
+    from rstar_jax import cli
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        json.dumps({"gold": "1/2", "preds": ["0.5", "\\frac{1}{2}", "3"],
+                    "scores": [0.1, 0.2, 0.9]}) + "\nnot json\n"))
+    assert cli.main(["aggregate", "--k", "3"]) == 0
+    out, err = capsys.readouterr()
+    # Real grader: {0.5, \frac{1}{2}} sum 0.3 < {3} 0.9, so weighted@k and best@k miss.
+    assert json.loads(out) == {"n": 1, "skipped": 1, "n_scored": 1, "k": 3, "first": 100.0,
+                               "maj@k": 100.0, "best@k": 0.0, "weighted@k": 0.0,
+                               "pass@k": 100.0}
+    assert "line 2: invalid JSON" in err

@@ -90,3 +90,29 @@ def test_method_config_views():
     assert maj.mode == "best_of_n" and maj.best_of_n == 4
     m = methods.method_config("mcts_ppm", cfg).mcts
     assert m.mode == "mcts" and m.terminal_value == "ppm"
+
+
+def test_session_rebuilds_when_the_model_changes(monkeypatch):
+    import rstar_jax.execution.pool as pool
+    import rstar_jax.inference as inf
+
+    built = []
+    monkeypatch.setattr(inf, "load_policy_engine", lambda cfg: built.append(("engine", cfg.seed))
+                        or object())
+    monkeypatch.setattr(inf, "load_ppm_scorer", lambda cfg: built.append(("ppm", cfg.seed))
+                        or object())
+    monkeypatch.setattr(pool, "ExecutorPool", lambda c: FakeExecutor())
+    cfg = make_cfg()
+    try:
+        methods._session(cfg, False)
+        methods._session(cfg, True)
+        methods._session(cfg, True)
+        assert built == [("engine", 0), ("ppm", 0)]
+        other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint="/x"))
+        methods._session(other, True)
+        assert built[2:] == [("engine", 0), ("ppm", 0)]
+        ppm2 = dataclasses.replace(other, ppm=dataclasses.replace(other.ppm, checkpoint="/p"))
+        methods._session(ppm2, True)
+        assert built[4:] == [("ppm", 0)]
+    finally:
+        methods.close_session()

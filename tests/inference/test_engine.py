@@ -126,14 +126,20 @@ def test_second_call_with_new_bucketed_prompts_compiles_nothing(policy, tokenize
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
         kw = dict(n=2, max_new_tokens=10, temperature=0.8, stop=("<end_of_step>",))
-        # Contexts of 4, 11, 19 tokens: buckets 8, 16, 32; no prompt shares a prefix.
-        engine.generate([prompt_with_tokens(tokenizer, n, i) for i, n in enumerate((5, 12, 20))], **kw)
+        engine.warmup()
         warm = len(compiles)
+        # Prompts in every prefill bucket (contexts of 4, 11, 19 tokens: buckets 8, 16, 32).
+        engine.generate([prompt_with_tokens(tokenizer, n, i) for i, n in enumerate((5, 12, 20))], **kw)
+        first = len(compiles)
         engine.generate([prompt_with_tokens(tokenizer, n, i) for i, n in zip((7, 11, 15), (7, 14, 25))],
                         **kw)
+        # A child extending a parent (prefix cache hit), the shape the search produces.
+        parent = prompt_with_tokens(tokenizer, 18, 3)
+        engine.generate([parent, parent + " step by step"], **kw)
+        assert engine.prefix_cache.hits >= 1
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    assert warm > 0 and len(compiles) == warm
+    assert warm > 0 and first == warm and len(compiles) == warm
 
 
 def test_seeded_samples_do_not_depend_on_the_batch(engine, policy, tokenizer):

@@ -109,6 +109,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tok_dir, sft_file, tmp_p
     a, b = final_params(out), final_params(ref)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
+    # a finished run rerun: nothing left to train, same result
+    again = train_policy(resume_config(tok_dir), sft_file, out)
+    assert again["final_loss"] == summary["final_loss"] == got[-1]["loss"]
+    assert read_metrics(out) == got
 
 
 @pytest.mark.slow
