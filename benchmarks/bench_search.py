@@ -177,6 +177,8 @@ def main() -> None:
                        temperature=1.0)
     engine = engine_factory() if args.engine == "real" else None  # one engine: compile once
     if engine is not None:  # warm-up: compile every shape the measured runs use
+        if hasattr(engine, "warmup"):
+            engine.warmup()  # every engine shape; the search below compiles the PPM's
         cfg = dataclasses.replace(base, mcts=dataclasses.replace(
             base.mcts, trees_in_flight=max(widths), **mcts_kw))
         executor = executor_factory()
