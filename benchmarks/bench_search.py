@@ -48,10 +48,24 @@ class CompileCounter:
     EVENT = "/jax/core/compile/backend_compile_duration"
 
     def __init__(self):
+        import logging
+
         import jax
 
-        self.count, self.seconds = 0, 0.0
+        self.count, self.seconds, self.names = 0, 0.0, []
         jax.monitoring.register_event_duration_secs_listener(self._on)
+        # The names come from JAX's debug log line "Finished XLA compilation of NAME".
+        lg = logging.getLogger("jax._src.dispatch")
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+        handler = logging.Handler(logging.DEBUG)
+        handler.emit = self._log
+        lg.addHandler(handler)
+
+    def _log(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Finished XLA compilation of "):
+            self.names.append(msg.split(" of ", 1)[1].split(" in ")[0])
 
     def _on(self, event, duration, **kw):
         if event == self.EVENT:
@@ -66,8 +80,11 @@ def cache_stats(engine):
 
 def run_once(cfg, probs, engine, executor, scorer, hooks, compiles=None):
     driver = MCTSDriver(cfg, engine, executor, scorer, hooks)
+    if getattr(engine, "prefix_cache", None) is not None:
+        engine.prefix_cache.clear()  # one engine serves every run: start each one cold
     done = []
     c0 = compiles.count if compiles else 0
+    n0 = len(compiles.names) if compiles else 0
     h0, r0 = cache_stats(engine)
     t0 = time.perf_counter()
     driver.run(probs, done.append)
@@ -77,6 +94,7 @@ def run_once(cfg, probs, engine, executor, scorer, hooks, compiles=None):
     h1, r1 = cache_stats(engine)
     return {
         "compiles": (compiles.count - c0) if compiles else 0,
+        "compiled": compiles.names[n0:] if compiles else [],
         "prefix_hits": h1 - h0, "prefix_reused_tokens": r1 - r0,
         "nodes": sum(len(tr.nodes) for r in done for tr in r.trees),
         "wall_s": wall,
@@ -159,6 +177,8 @@ def main() -> None:
                        temperature=1.0)
     engine = engine_factory() if args.engine == "real" else None  # one engine: compile once
     if engine is not None:  # warm-up: compile every shape the measured runs use
+        if hasattr(engine, "warmup"):
+            engine.warmup()  # every engine shape; the search below compiles the PPM's
         cfg = dataclasses.replace(base, mcts=dataclasses.replace(
             base.mcts, trees_in_flight=max(widths), **mcts_kw))
         executor = executor_factory()
@@ -184,7 +204,8 @@ def main() -> None:
             if args.engine == "real":
                 print(f"    engine {r['engine_s']:.2f}s  PPM {r['scorer_s']:.2f}s  "
                       f"nodes {r['nodes']}  compiles {r['compiles']}  prefix-cache hits "
-                      f"{r['prefix_hits']} ({r['prefix_reused_tokens']} tokens reused)")
+                      f"{r['prefix_hits']} ({r['prefix_reused_tokens']} tokens reused)"
+                      + (f"  compiled: {', '.join(r['compiled'])}" if r["compiled"] else ""))
     # Headline figures: the default setting (overlap on) when it was run.
     ov0 = "on" if "on" in args.overlap.split(",") else args.overlap.split(",")[0]
     other = {k: v for k, v in results.items() if k[0] != ov0}

@@ -24,6 +24,17 @@ def needs_scorer(mcts_cfg) -> bool:
             or mcts_cfg.mode in ("best_of_n", "beam"))
 
 
+def local_mesh_config(mesh_cfg):
+    """`mesh_cfg` for one process's devices: the `data` axis, which a
+    multi-host config sizes across hosts, takes what `fsdp` and `tensor`
+    leave (1 when one of them is already -1). Every other setting is kept.
+    """
+    import dataclasses
+
+    other_free = -1 in (mesh_cfg.fsdp, mesh_cfg.tensor)
+    return dataclasses.replace(mesh_cfg, data=1 if other_free else -1)
+
+
 def local_mesh(cfg):
     """The mesh of this process's own devices when there are several processes.
 
@@ -38,7 +49,7 @@ def local_mesh(cfg):
         return None
     from rstar_jax.models.mesh import make_mesh
 
-    return make_mesh(cfg.mesh, devices=jax.local_devices())
+    return make_mesh(local_mesh_config(cfg.mesh), devices=jax.local_devices())
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -66,10 +77,10 @@ def _search(args: argparse.Namespace) -> int:
     # shard of the problems (search_to_dir) on its own devices.
     maybe_initialize_distributed(cfg.mesh.distributed)
     kw = {}
-    mesh = local_mesh(cfg)
-    if mesh is not None:
-        kw["mesh"] = mesh
     try:
+        mesh = local_mesh(cfg)
+        if mesh is not None:
+            kw["mesh"] = mesh
         engine = load_policy_engine(cfg, **kw)
         scorer = load_ppm_scorer(cfg, **kw) if needs_scorer(cfg.mcts) else None
     except (ValueError, FileNotFoundError) as e:

@@ -3,8 +3,10 @@ pool and grader, on a random tiny model.
 
 A random model writes junk steps, so these tests check structure, not
 quality: a record per problem, tags, visit conservation, terminal reasons,
-observations of code steps, a byte-identical tree file for the same seed,
-and a resumed run that writes the records of an uninterrupted one. The
+observations of code steps, byte-identical records for the same seed when
+a resumed run finishes what an uninterrupted one did; in process,
+one engine request (n samples) per expanded leaf, the parent's prompt KV
+reused from the prefix cache, and the configured answer selection. The
 tokenizer (`mock.tiny_step_tokenizer`) is small enough that the random
 model ends steps and writes `\\boxed{A}` tokens now and then.
 """
@@ -71,45 +73,106 @@ def check_tree(tree: T.Tree, budget: int) -> None:
             assert (n.N, n.W, n.value) == (1, -1.0, -1.0)
         if i and not n.terminal:
             assert n.ppm_value is not None and -1.0 <= n.ppm_value <= 1.0  # ppm_init_value
-    # Only final answers back up to the root (local terminals and PPM initial
-    # values stay on their node): N(root) counts them, W(root) sums them.
-    backed = [n.value for n in nodes if n.terminal_reason == T.FINAL_ANSWER]
-    assert tree.root.N == finals and tree.root.W == pytest.approx(sum(backed))
+    # Visit conservation at every node: its own first update (a PPM initial
+    # value or a local terminal's -1, never backed up) plus one visit and the
+    # value of every final answer at or below it. Children come after their
+    # parents in `nodes`, so one reverse pass sums the subtrees.
+    n_below = [0] * len(nodes)
+    w_below = [0.0] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        n = nodes[i]
+        if n.terminal_reason == T.FINAL_ANSWER:
+            n_below[i] += 1
+            w_below[i] += n.value
+        own_n, own_w = 0, 0.0
+        if n.terminal_reason in T.LOCAL_TERMINALS:
+            own_n, own_w = 1, -1.0
+        elif n.ppm_value is not None and n.terminal_reason != T.FINAL_ANSWER:
+            own_n, own_w = 1, n.ppm_value
+        assert n.N == own_n + n_below[i] and n.W == pytest.approx(own_w + w_below[i])
+        if n.parent is not None:
+            n_below[n.parent] += n_below[i]
+            w_below[n.parent] += w_below[i]
+    assert tree.root.N == finals  # the root: exactly one visit per backed-up answer
 
 
-@pytest.mark.slow  # two model loads and compiles, a few seconds each on a quiet machine
+@pytest.mark.slow  # two searches, each loading and compiling the models
 def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(capsys, setup):
     first, path = search(capsys, setup, "a")
     assert (first["searched"], first["skipped"]) == (3, 0)
     records = list(treefile.read_records(str(path)))
     assert sorted(r["id"] for r in records) == [p.id for p in PROBLEMS]
-    kinds = set()
+    kinds, observed = set(), 0
     for rec in records:
         assert rec["mode"] == "mcts" and len(rec["trees"]) == 1 and "prediction" not in rec
         tree = treefile.record_trees(rec)[0]
         check_tree(tree, budget=4)
         kinds.update(n.terminal_reason for n in tree.nodes)
+        observed += sum(n.observation is not None for n in tree.nodes)
         assert len(tree.nodes) > 1
     assert first["rollouts"] == sum(r["trees"][0]["rollouts"] for r in records)
     assert len(kinds - {None}) >= 2  # the random model does reach several kinds of ends
+    assert observed > 0  # its junk code did run in the sandbox
 
-    # Interrupted after two problems, then resumed by a second run: the
-    # records of the uninterrupted run, byte for byte (same seed, fresh
+    # Killed after its first record, then resumed by a fresh process state:
+    # the records of the uninterrupted run, byte for byte (same seed, new
     # engines, another schedule).
-    search(capsys, setup, "b", "--limit", "2")
+    resume_dir = setup[0] / "b"
+    resume_dir.mkdir()
+    first_line = path.read_bytes().splitlines(keepends=True)[0]
+    (resume_dir / "trees.0.jsonl").write_bytes(first_line)
     resumed, path2 = search(capsys, setup, "b")
-    assert (resumed["skipped"], resumed["searched"]) == (2, 1)
+    assert (resumed["skipped"], resumed["searched"]) == (1, 2)
     assert sorted(path2.read_bytes().splitlines()) == sorted(path.read_bytes().splitlines())
 
 
+class SpyEngine:
+    """Delegates to the real engine and records every call's requests."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def generate(self, requests):
+        self.calls.append([(r.prompt, r.params.n) for r in requests])
+        return self.engine.generate(requests)
+
+
 @pytest.mark.slow  # one model load and compile
-def test_inference_search_records_the_majority_answer_of_its_ppm_valued_trees(capsys, setup):
-    summary, path = search(capsys, setup, "ppm", "mcts.terminal_value=ppm", "mcts.rollouts=6",
-                           "mcts.answer_selection=majority")
+def test_inference_search_in_process_one_request_per_leaf_and_parent_kv_reused(setup, tmp_path):
+    from rstar_jax.config.loader import load_config
+    from rstar_jax.execution.pool import ExecutorPool
+    from rstar_jax.inference import load_policy_engine, load_ppm_scorer
+    from rstar_jax.search.run import search_to_dir
+
+    root, _, overrides = setup
+    tok = mock.tiny_step_tokenizer(boxed_answers=("7", "8", "9"))
+    cfg = load_config(str(REPO / "configs/models/tiny.yaml"), overrides + [
+        "mcts.terminal_value=ppm", "mcts.ppm_init_value=false", "mcts.rollouts=6",
+        "mcts.answer_selection=majority"])
+    engine = SpyEngine(load_policy_engine(cfg, tokenizer=tok))
+    scorer = load_ppm_scorer(cfg, tokenizer=tok)
+    executor = ExecutorPool(cfg.executor)
+    try:
+        summary = search_to_dir(cfg, PROBLEMS, str(tmp_path), engine, executor, scorer,
+                                process_index=0, process_count=1)
+    finally:
+        executor.close()
     assert summary["searched"] == 3
+    records = list(treefile.read_records(str(tmp_path / "trees.0.jsonl")))
+    trees = [treefile.record_trees(r)[0] for r in records]
+    # The n candidates of a leaf are ONE request with n samples, and every
+    # leaf expanded is exactly one request.
+    requests = [req for call in engine.calls for req in call]
+    assert all(n == 3 for _, n in requests)
+    expanded = sum(n.expanded for t in trees for n in t.nodes)
+    assert len(requests) == expanded and len(requests) > len(trees)
+    # Each non-root leaf's prompt extends its parent's, whose KV the engine
+    # cached when it generated the parent's candidates: all of them hit.
+    cache = engine.engine.prefix_cache
+    assert cache.hits == expanded - len(trees) and cache.reused_tokens > 16 * cache.hits
+
     seen = 0
-    for rec in treefile.read_records(str(path)):
-        tree = treefile.record_trees(rec)[0]
+    for rec, tree in zip(records, trees):
         finals = [tree.nodes[i] for i in T.answer_nodes(tree)]
         for n in finals:  # PPM-valued terminals, graded against the gold answer
             assert n.value == n.ppm_value and -1.0 <= n.value <= 1.0 and n.correct is not None

@@ -143,3 +143,23 @@ def test_search_command_initialises_distributed_first_and_uses_local_devices(
     assert calls == [("init", "auto"), ("engine", len(jax.local_devices()))]
     assert summary["shard"] == [1, 2] and summary["problems"] == 1
     assert [r["id"] for r in treefile.read_records(str(tmp_path / "o/trees.1.jsonl"))] == ["p1"]
+
+
+@pytest.mark.parametrize("sizes,local", [
+    ((16, -1, 1), (1, -1, 1)),  # configs/mesh/tpu-v5e-256.yaml: data spans the hosts
+    ((1, -1, 1), (1, -1, 1)),   # configs/mesh/tpu-v4-32.yaml: unchanged
+    ((2, 2, 2), (-1, 2, 2)),    # all fixed: data takes the rest of this host
+    ((-1, 1, 4), (-1, 1, 4)),
+])
+def test_local_mesh_config_frees_the_data_axis(sizes, local):
+    import dataclasses
+
+    from rstar_jax.config.schema import MeshConfig
+    from rstar_jax.models.mesh import mesh_shape
+    from rstar_jax.search.commands import local_mesh_config
+
+    cfg = dataclasses.replace(MeshConfig(), data=sizes[0], fsdp=sizes[1], tensor=sizes[2])
+    got = local_mesh_config(cfg)
+    assert (got.data, got.fsdp, got.tensor) == local
+    assert got.inference_rules == cfg.inference_rules
+    assert mesh_shape(got, 8)[2] == sizes[2]  # tensor parallelism is kept
