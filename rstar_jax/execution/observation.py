@@ -89,6 +89,12 @@ class CappedWriter(io.TextIOBase):
                 self.tail_len -= len(self.tail.popleft())
         return n
 
+    def copy(self) -> CappedWriter:
+        other = CappedWriter(2 * self.half)
+        other.head, other.head_len = list(self.head), self.head_len
+        other.tail, other.tail_len = collections.deque(self.tail), self.tail_len
+        return other
+
     def getvalue(self) -> str:
         tail = "".join(self.tail)
         return "".join(self.head) + tail[-self.half:]
@@ -137,9 +143,14 @@ def format_output(captured: str, limit: int = OBSERVATION_CHARS) -> str:
     return truncate(round_floats(captured.strip()), limit)
 
 
-def _compile(source: str):
-    """(body code, last-expression code or None), compiled as `<string>`."""
+def _compile(source: str, skip: int = 0):
+    """(body code, last-expression code or None), compiled as `<string>`.
+
+    `skip` leaves out the first top-level statements (already run by a
+    snapshot); line numbers stay those of the whole source.
+    """
     tree = ast.parse(source, "<string>", "exec")
+    del tree.body[:skip]
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
@@ -163,6 +174,69 @@ def _join_threads() -> None:
             t.join()
 
 
+class ProgramState:
+    """A program's namespace and captured stdout, resumable with more statements.
+
+    `run(source)` runs a whole program; afterwards, when `resumable`, the same
+    state extended by `run(longer_source, skip=n)` (n = statements already
+    run) observes exactly what running `longer_source` from scratch would:
+    the namespace and the captured output are those the prefix left (the
+    prefix's displayed last value is not part of the output, as it is not
+    when it is no longer last). Resuming is refused (`resumable` False) after
+    an exception, when threads are still alive, or when builtins changed
+    (they are restored after every run to protect the reporting code).
+    """
+
+    def __init__(self, max_output_chars: int = 1_000_000):
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.out = CappedWriter(max_output_chars)
+        self.err = CappedWriter(1024)
+        self.resumable = False
+
+    def run(self, source: str, *, skip: int = 0,
+            observation_chars: int = OBSERVATION_CHARS) -> Tuple[str, bool]:
+        """Runs `source` minus its first `skip` statements; returns (observation, error)."""
+        saved = sys.stdout, sys.stderr
+        saved_builtins = dict(builtins.__dict__)  # the program may replace len, print, ...
+        self.resumable = False
+        shown = None
+        sys.stdout, sys.stderr = self.out, self.err
+        try:
+            body, last = _compile(source, skip)
+            exec(body, self.namespace)
+            value = eval(last, self.namespace) if last is not None else None
+            _join_threads()
+            shown = self.out.copy()
+            if value is not None:
+                shown.write(repr(value))
+                shown.write("\n")
+        except BaseException as e:  # noqa: BLE001  (every failure is an observation)
+            sys.stdout, sys.stderr = saved
+            _restore(saved_builtins)
+            return truncate(format_exception(e), observation_chars), True
+        finally:
+            sys.stdout, sys.stderr = saved
+            changed = _restore(saved_builtins)
+        self.resumable = not changed and threading.active_count() == 1
+        return format_output(shown.getvalue(), observation_chars), False
+
+
+def _restore(saved_builtins: dict) -> bool:
+    """Puts builtins back; returns whether the program had changed them.
+
+    Restores first, with dict methods only: until then `len`, `any`, even
+    `BaseException` may be whatever the program made them.
+    """
+    current = builtins.__dict__
+    after = current.copy()
+    current.clear()
+    current.update(saved_builtins)
+    try:
+        return after != saved_builtins
+    except BaseException:  # noqa: BLE001  (a hostile __eq__)
+        return True
+
+
 def run_program(source: str, *, observation_chars: int = OBSERVATION_CHARS,
                 max_output_chars: int = 1_000_000) -> Tuple[str, bool]:
     """Runs `source` in a fresh namespace of THIS process; returns (observation, error).
@@ -170,28 +244,4 @@ def run_program(source: str, *, observation_chars: int = OBSERVATION_CHARS,
     Meant for a disposable child: the program can change anything in the
     process (modules, builtins, cwd), which is why each program gets its own.
     """
-    out = CappedWriter(max_output_chars)
-    err = CappedWriter(1024)
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    saved = sys.stdout, sys.stderr
-    saved_builtins = dict(builtins.__dict__)  # the program may replace len, print, ...
-    sys.stdout, sys.stderr = out, err
-    try:
-        body, last = _compile(source)
-        exec(body, namespace)
-        if last is not None:
-            value = eval(last, namespace)
-            if value is not None:
-                out.write(repr(value))
-                out.write("\n")
-        _join_threads()
-    except BaseException as e:  # noqa: BLE001  (every failure is an observation)
-        sys.stdout, sys.stderr = saved
-        builtins.__dict__.clear()
-        builtins.__dict__.update(saved_builtins)
-        return truncate(format_exception(e), observation_chars), True
-    finally:
-        sys.stdout, sys.stderr = saved
-        builtins.__dict__.clear()
-        builtins.__dict__.update(saved_builtins)
-    return format_output(out.getvalue(), observation_chars), False
+    return ProgramState(max_output_chars).run(source, observation_chars=observation_chars)

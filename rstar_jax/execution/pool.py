@@ -8,7 +8,10 @@ Architecture (why each piece exists):
   sandboxed child per program (see worker.py), which gives a clean namespace
   for free and a process group to kill.
 - One dispatcher thread per worker in this process feeds it one program at a
-  time from a shared FIFO queue, and enforces a second, outer deadline
+  time (from its own queue, then the shared FIFO queue, then by stealing
+  from another worker's queue; a program goes to a worker's own queue when
+  that worker holds a snapshot of its longest prefix, see
+  `ExecutorConfig.prefix_snapshots`), and enforces a second, outer deadline
   (program timeout + grace): a worker that dies or stops answering is killed,
   with its current child's process group, and replaced; its program gets an
   error observation. Nothing here waits without a deadline, so the pool
@@ -36,7 +39,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import select
 import signal
 import subprocess
@@ -56,13 +58,35 @@ _START_TIMEOUT_S = 120.0
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def program_key(code: str) -> str:
-    """Comment- and layout-insensitive cache key of a program."""
-    try:
-        text = ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        text = "\x00raw\x00" + code
+def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def program_chain(code: str) -> List[str]:
+    """Cumulative keys of a program's top-level statements: `[k(s1), k(s1;s2), ...]`.
+
+    Each is a hash of the statements' `ast.dump`s (comment- and layout-
+    insensitive). They name the states a worker may keep as snapshots, and
+    the last one is the program's cache key. Empty for a program that does
+    not parse (or has no statement).
+    """
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    chain, key = [], ""
+    for stmt in body:
+        key = _digest(key + ast.dump(stmt))
+        chain.append(key)
+    return chain
+
+
+def program_key(code: str, chain: Optional[List[str]] = None) -> str:
+    """Comment- and layout-insensitive cache key of a program."""
+    chain = program_chain(code) if chain is None else chain
+    if chain:
+        return chain[-1]
+    return _digest("\x00raw\x00" + code)
 
 
 class BatchFuture:
@@ -71,16 +95,20 @@ class BatchFuture:
     def __init__(self, n: int):
         self._results: List[Optional[ExecResult]] = [None] * n
         self._left = n
+        self._lock = threading.Lock()  # several dispatcher threads finish programs at once
         self._event = threading.Event()
         if n == 0:
             self._event.set()
 
     def _set(self, index: int, result: ExecResult) -> None:
-        if self._results[index] is None:
+        with self._lock:
+            if self._results[index] is not None:
+                return
             self._results[index] = result
             self._left -= 1
-            if self._left == 0:
-                self._event.set()
+            finished = self._left == 0
+        if finished:
+            self._event.set()
 
     def done(self) -> bool:
         return self._event.is_set()
@@ -112,7 +140,8 @@ class _Worker:
                   "memory_limit_mb": cfg.memory_limit_mb, "cpu_limit_s": cfg.cpu_limit_s,
                   "file_size_limit_mb": cfg.file_size_limit_mb, "max_processes": cfg.max_processes,
                   "max_output_chars": cfg.max_output_chars, "observation_chars": cfg.observation_chars,
-                  "sandbox_uid": uid, "tmp_size_mb": cfg.tmp_size_mb}
+                  "sandbox_uid": uid, "tmp_size_mb": cfg.tmp_size_mb,
+                  "prefix_snapshots": cfg.prefix_snapshots}
         self.send(static)
         hello = self.recv(time.monotonic() + _START_TIMEOUT_S)
         if not hello or not hello.get("ready"):
@@ -145,12 +174,12 @@ class _Worker:
         except ValueError:
             return None
 
-    def execute(self, task_id: int, code: str, timeout_s: float) -> Optional[dict]:
+    def execute(self, task_id: int, code: str, timeout_s: float, chain: List[str]) -> Optional[dict]:
         """Runs one program; None when the worker died or stopped answering."""
         deadline = time.monotonic() + timeout_s + _GRACE_S
         self.child_pid = None
         try:
-            self.send({"id": task_id, "code": code, "timeout_s": timeout_s})
+            self.send({"id": task_id, "code": code, "timeout_s": timeout_s, "chain": chain})
         except (BrokenPipeError, OSError):
             return None
         while True:
@@ -211,14 +240,17 @@ class ExecutorPool:
     def __init__(self, cfg: Optional[ExecutorConfig] = None, *, timeout_s: Optional[float] = None):
         self.cfg = cfg or ExecutorConfig()
         self.timeout_s = float(timeout_s if timeout_s is not None else self.cfg.timeout_s)
-        self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._shared: collections.deque = collections.deque()
+        self._owner: collections.OrderedDict = collections.OrderedDict()  # state key -> worker
         self._inflight: Dict[str, list] = {}
         self._cache: collections.OrderedDict[str, ExecResult] = collections.OrderedDict()
         self._stats = collections.Counter()
         self._closed = False
         self._next_id = 0
         n = max(1, int(self.cfg.num_workers))
+        self._local = [collections.deque() for _ in range(n)]
         starters = [threading.Thread(target=self._start_slot, args=(i,)) for i in range(n)]
         self._workers: List[Optional[_Worker]] = [None] * n
         for t in starters:
@@ -248,7 +280,8 @@ class ExecutorPool:
         ready = []
         with self._lock:
             for i, code in enumerate(programs):
-                key = program_key(code) + f"/{timeout:g}"
+                chain = program_chain(str(code))
+                key = program_key(str(code), chain) + f"/{timeout:g}"
                 self._stats["programs"] += 1
                 hit = self._cache.get(key)
                 if hit is not None:
@@ -260,7 +293,7 @@ class ExecutorPool:
                     self._inflight[key].append((future, i))
                 else:
                     self._inflight[key] = [(future, i)]
-                    self._queue.put((key, str(code), timeout))
+                    self._enqueue((key, str(code), timeout, chain))
         for i, res in ready:
             future._set(i, res)
         return future
@@ -283,8 +316,8 @@ class ExecutorPool:
         if self._closed:
             return
         self._closed = True
-        for _ in getattr(self, "_threads", []):
-            self._queue.put(None)
+        with self._work:
+            self._work.notify_all()
         for t in getattr(self, "_threads", []):
             t.join(timeout=self.timeout_s + _GRACE_S + 5)
         for w in self._workers:
@@ -312,26 +345,80 @@ class ExecutorPool:
         except Exception as e:  # noqa: BLE001
             logger.error("executor worker %d failed to start: %s", index, e)
 
+    def _enqueue(self, item) -> None:
+        """Queues a program (lock held), on the worker holding its longest prefix if any.
+
+        Prefix affinity lets that worker resume the prefix's snapshot instead
+        of re-running it; idle workers still steal queued work.
+        """
+        chain = item[3]
+        target = None
+        for n in range(len(chain) - 1, 0, -1):
+            target = self._owner.get(chain[n - 1])
+            if target is not None:
+                break
+        (self._shared if target is None else self._local[target]).append(item)
+        self._work.notify()
+
+    def _take(self, index: int):
+        """The next item for worker `index`: its own, then shared, then stolen; None at close."""
+        with self._work:
+            while True:
+                if self._closed:
+                    return None
+                if self._local[index]:
+                    return self._local[index].popleft()
+                if self._shared:
+                    return self._shared.popleft()
+                victim = max(self._local, key=len)
+                if victim:
+                    return victim.pop()
+                self._work.wait()
+
     def _serve(self, index: int) -> None:
         """Dispatcher loop for one worker slot."""
         while True:
-            item = self._queue.get()
-            if item is None or self._closed:
+            item = self._take(index)
+            if item is None:
                 return
-            key, code, timeout = item
+            key, code, timeout, chain = item
             with self._lock:
                 self._next_id += 1
                 task_id = self._next_id
-            worker = self._workers[index]
-            msg = worker.execute(task_id, code, timeout) if worker is not None else None
+            msg = None
+            for _attempt in range(2):
+                worker = self._workers[index]
+                if worker is None or not worker.alive():  # died while idle: not this program's fault
+                    self._replace(index)
+                    worker = self._workers[index]
+                msg = worker.execute(task_id, code, timeout, chain) if worker is not None else None
+                if msg is not None or worker is None or worker.child_pid is not None:
+                    break
+                self._replace(index)  # it died before starting the program: run it on a new one
             if msg is None:
-                result, cacheable = ExecResult(_FAILED, error=True), False
+                # Answer first, then restart the worker (seconds of imports).
+                self._finish(key, ExecResult(_FAILED, error=True), False)
                 self._replace(index)
-            else:
-                result = ExecResult(str(msg.get("observation", "")), bool(msg.get("error", True)),
-                                    bool(msg.get("timed_out", False)))
-                cacheable = not (result.timed_out or msg.get("crashed"))
-            self._finish(key, result, cacheable)
+                continue
+            result = ExecResult(str(msg.get("observation", "")), bool(msg.get("error", True)),
+                                bool(msg.get("timed_out", False)))
+            if msg.get("snapshot") and chain:
+                self._remember_owner(chain[-1], index)
+            self._count("resumed", bool(msg.get("resumed")))
+            self._finish(key, result, cacheable=not (result.timed_out or msg.get("crashed")))
+
+    def _remember_owner(self, state_key: str, index: int) -> None:
+        with self._lock:
+            self._owner[state_key] = index
+            self._owner.move_to_end(state_key)
+            limit = 4 * max(1, self.cfg.prefix_snapshots) * len(self._local)
+            while len(self._owner) > limit:
+                self._owner.popitem(last=False)
+
+    def _count(self, name: str, hit: bool) -> None:
+        if hit:
+            with self._lock:
+                self._stats[name] += 1
 
     def _replace(self, index: int) -> None:
         old = self._workers[index]

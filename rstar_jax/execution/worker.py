@@ -3,187 +3,44 @@
 Started by `ExecutorPool` as a fresh interpreter (spawn semantics: never a
 fork of a process that may hold JAX threads) with a minimal environment, so
 no secret of the parent is in its environment or `/proc/<pid>/environ`. It
-imports the heavy modules (numpy, sympy, ...) once, then serves programs
-read as JSON lines on stdin, answering on stdout.
+isolates itself (network namespace, private /tmp: see sandbox.py), imports
+the heavy modules (numpy, sympy, ...) once, then serves programs read as
+JSON lines on stdin, answering on stdout.
 
-Per program it forks a short-lived child (cheap: the imports are shared
-copy-on-write) that:
-- starts a new session, so the worker can kill its whole process group;
-- dies with the worker (PR_SET_PDEATHSIG);
-- closes every inherited descriptor, reads /dev/null, writes /dev/null;
-- works in a private temporary directory, removed afterwards;
-- runs under rlimits (address space, CPU, file size, process count, no core
-  dumps), and, when the worker runs as root, under an unused uid of its own
-  per worker (`ExecutorConfig.sandbox_uid_base` + worker index), so it can
-  signal neither the worker nor other programs, cannot write outside its
-  directory, and RLIMIT_NPROC (per uid) applies;
-- runs the program (see `observation.run_program`) and writes one JSON
-  result to a pipe, then `_exit`s, taking any threads with it.
-The worker enforces the wall-clock limit, kills the child's process group,
-and, being a child subreaper, also kills and reaps any descendant that
-escaped the group (a double fork plus `setsid`), so no process outlives its
-program.
+Per program it forks a short-lived sandboxed child (cheap: the imports are
+shared copy-on-write; see sandbox.py), enforces the wall-clock limit, kills
+the child's process group, and, being a child subreaper, also kills and
+reaps any descendant that escaped the group (a double fork plus `setsid`),
+so no process outlives its program.
 
-Filesystem: as root, the worker also mounts private tmpfs over /tmp,
-/var/tmp, /dev/shm and /run/lock in a mount namespace of its own (see
-`isolate_filesystem`), so with the dropped uid nothing outside the program's
-directory is writable.
-
-No network: the worker moves itself into a new, empty network namespace at
-start (as root, or through an unprivileged user namespace when the kernel
-allows). Where neither works, each child installs an audit hook that refuses
-to create non-Unix sockets; that fallback stops Python-level networking only
-(ctypes could bypass it) and is reported as `isolation="audit-hook"`.
+Prefix snapshots (`ExecutorConfig.prefix_snapshots` > 0): a child whose
+program succeeded may stay alive holding its state; a later program that
+extends it statement-for-statement (the pool routes it here) is run by a
+fork of that snapshot, executing only the new statements. Such a run's
+wall-clock limit covers the new statements only.
 """
 
 from __future__ import annotations
 
-import ctypes
+import collections
 import importlib
 import json
 import os
-import resource
 import select
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 
-from rstar_jax.execution.observation import run_program
-
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-_RESULT_CAP = 1 << 20
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _write_file(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def isolate_network() -> str:
-    """Moves this process into an empty network namespace; returns the mode."""
-    if _libc.unshare(_CLONE_NEWNET) == 0:
-        return "netns"
-    uid, gid = os.getuid(), os.getgid()
-    if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
-        try:
-            _write_file("/proc/self/setgroups", "deny")
-            _write_file("/proc/self/uid_map", f"{uid} {uid} 1")
-            _write_file("/proc/self/gid_map", f"{gid} {gid} 1")
-        except OSError:
-            pass
-        return "userns+netns"
-    return "audit-hook"
-
-
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
-_CLONE_NEWNS = 0x00020000
-SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-
-
-def isolate_filesystem(tmp_size_mb: int) -> str:
-    """Hides the shared world-writable directories behind private tmpfs mounts.
-
-    Needs root (a mount namespace of our own). The new mounts are root-owned
-    and mode 0755, so a program running under its dropped uid can write only
-    in its own working directory, which the worker creates inside the private
-    `/tmp`. Returns "private-tmp", or "shared-tmp" when not permitted (then a
-    program can still write to /tmp and friends, as its own uid).
-    """
-    if os.geteuid() != 0 or _libc.unshare(_CLONE_NEWNS) != 0:
-        return "shared-tmp"
-    if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        return "shared-tmp"
-    opts = f"mode=0755,size={int(tmp_size_mb)}m".encode()
-    for d in SHARED_WRITABLE:
-        if os.path.isdir(d):
-            if _libc.mount(b"tmpfs", d.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) != 0:
-                return "shared-tmp"
-    return "private-tmp"
-
-
-def _block_sockets(event: str, args) -> None:
-    if event == "socket.__new__" and len(args) > 1 and args[1] != 1:  # AF_UNIX == 1
-        raise PermissionError("network access is disabled in the sandbox")
-    if event in ("socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo"):
-        raise PermissionError("network access is disabled in the sandbox")
-
-
-def _reseed() -> None:
-    """Fresh random state, as a new interpreter would have (forks share the worker's)."""
-    import random
-
-    random.seed()
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed()
-
-
-def _set_limits(task: dict) -> None:
-    mb = 1 << 20
-
-    def cap(which, value):
-        try:
-            resource.setrlimit(which, (value, value))
-        except (ValueError, OSError):
-            pass
-
-    cap(resource.RLIMIT_CORE, 0)
-    cap(resource.RLIMIT_AS, int(task["memory_limit_mb"]) * mb)
-    cpu = max(1, int(task["cpu_limit_s"]))
-    try:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    except (ValueError, OSError):
-        pass
-    cap(resource.RLIMIT_FSIZE, int(task["file_size_limit_mb"]) * mb)
-    cap(resource.RLIMIT_NPROC, int(task["max_processes"]))
-    cap(resource.RLIMIT_NOFILE, 256)
-
-
-def _child(task: dict, workdir: str, wfd: int, network: str) -> None:
-    """Runs in the forked child; never returns."""
-    try:
-        os.setsid()
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.closerange(3, wfd)
-        os.closerange(wfd + 1, 65536)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a big write raises EFBIG instead
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        os.chdir(workdir)
-        os.environ.clear()
-        os.environ.update({"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin",
-                           "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
-        tempfile.tempdir = workdir
-        _reseed()
-        _set_limits(task)
-        uid = task.get("sandbox_uid")
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        if network == "audit-hook" and task.get("no_network", True):
-            sys.addaudithook(_block_sockets)
-        me, write = os.getpid(), os.write
-        obs, err = run_program(task["code"], observation_chars=int(task["observation_chars"]),
-                               max_output_chars=int(task["max_output_chars"]))
-        if os.getpid() != me:  # a process the program forked: only the child itself reports
-            os._exit(0)
-        # Framed without json or builtins, which the program may have replaced.
-        payload = obs.encode("utf-8", "surrogatepass")
-        view = memoryview(b"%d %d\n" % (1 if err else 0, len(payload)) + payload)
-        while view:
-            view = view[write(wfd, view):]
-    except BaseException:  # noqa: BLE001  (nothing may escape a child)
-        os._exit(70)
-    os._exit(0)
+from rstar_jax.execution.sandbox import (
+    _PR_SET_CHILD_SUBREAPER,
+    _libc,
+    isolate_filesystem,
+    isolate_network,
+    run_child,
+)
 
 
 def _children() -> list:
@@ -196,10 +53,10 @@ def _children() -> list:
         return []
 
 
-def _reap_all(first_pid: int) -> None:
-    """Kills the child's group and every other descendant, and reaps them."""
+def _reap_all(keep=frozenset()) -> None:
+    """Kills and reaps every child and adopted descendant except the `keep` pids."""
     for _ in range(200):
-        pids = _children()
+        pids = [p for p in _children() if p not in keep]
         if not pids:
             return
         for pid in pids:
@@ -213,11 +70,6 @@ def _reap_all(first_pid: int) -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-    try:  # reap anything left without blocking
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
 
 
 def _describe_status(status: int, timeout: float, timed_out: bool) -> str:
@@ -236,13 +88,14 @@ def _describe_status(status: int, timeout: float, timed_out: bool) -> str:
 
 
 def _parse_frame(frame: bytes):
-    """`b"{err} {n}\\n" + n bytes of UTF-8` -> result dict, or None if malformed."""
+    """`b"{err} {n} {kept}\\n" + n bytes of UTF-8` -> result dict, or None if malformed."""
     head, sep, body = frame.partition(b"\n")
     try:
-        err, n = head.split(b" ")
+        err, n, kept = head.split(b" ")
         if not sep or err not in (b"0", b"1") or int(n) != len(body):
             return None
-        return {"observation": body.decode("utf-8", "replace"), "error": err == b"1"}
+        return {"observation": body.decode("utf-8", "replace"), "error": err == b"1",
+                "snapshot": kept == b"1"}
     except ValueError:
         return None
 
@@ -252,12 +105,12 @@ def _frame_complete(frame: bytes) -> bool:
     if not sep:
         return False
     try:
-        return len(body) >= int(head.split(b" ")[-1])
-    except ValueError:
+        return len(body) >= int(head.split(b" ")[1])
+    except (ValueError, IndexError):
         return True  # garbage: stop reading, it will not parse
 
 
-def _await_result(pid: int, rfd: int, deadline: float):
+def _await_result(pid: int, rfd: int, deadline: float, first: bytes = b""):
     """Reads the child's frame until it is complete, the child exits, or the deadline.
 
     Waits on the result pipe and on a pidfd of the child together, so neither
@@ -268,8 +121,10 @@ def _await_result(pid: int, rfd: int, deadline: float):
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None
-    chunks, size = [], 0
+    chunks, size = ([first] if first else []), len(first)
     try:
+        if first and _frame_complete(first):
+            return first, False
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -300,56 +155,177 @@ def _await_result(pid: int, rfd: int, deadline: float):
             os.close(pidfd)
 
 
-def run_task(task: dict, network: str, base_tmp: str, send) -> dict:
-    """Forks a sandboxed child for one program and returns its result record."""
-    timeout = float(task["timeout_s"])
-    workdir = tempfile.mkdtemp(prefix="p", dir=base_tmp)
-    if task.get("sandbox_uid") is not None:
-        os.chown(workdir, task["sandbox_uid"], task["sandbox_uid"])
-    os.chmod(workdir, 0o700)
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rfd)
-        _child(task, workdir, wfd, network)
-    os.close(wfd)
-    send({"id": task["id"], "pid": pid})
-    deadline = time.monotonic() + timeout
-    frame, timed_out, status = b"", False, None
-    try:
-        frame, timed_out = _await_result(pid, rfd, deadline)
-    finally:
-        os.close(rfd)
-        if not timed_out:  # the child reported or died: give it the rest of the deadline to exit
-            while True:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.monotonic() >= deadline:
-                    timed_out, status = True, None
-                    break
-                time.sleep(0.0002)
-        try:  # the group outlives its leader while any member lives: kill it either way
-            os.killpg(pid, signal.SIGKILL)
+class _Snapshot:
+    """A live child holding a finished program's state (see `_serve_snapshot`)."""
+
+    def __init__(self, pid: int, sock: socket.socket, workdir: str):
+        self.pid, self.sock, self.workdir = pid, sock, workdir
+
+    def discard(self) -> None:
+        self.sock.close()
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if status is None:
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+_RESULT_CAP = 1 << 20
+
+
+class Worker:
+    """Runs tasks one at a time, keeping up to `prefix_snapshots` snapshots."""
+
+    def __init__(self, network: str, base_tmp: str, send, max_snapshots: int):
+        self.network, self.base_tmp, self.send = network, base_tmp, send
+        self.max_snapshots = max_snapshots
+        self.snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
+
+    def close(self) -> None:
+        while self.snapshots:
+            self.snapshots.popitem()[1].discard()
+
+    def _workdir(self, task: dict) -> str:
+        workdir = tempfile.mkdtemp(prefix="p", dir=self.base_tmp)
+        if task.get("sandbox_uid") is not None:
+            os.chown(workdir, task["sandbox_uid"], task["sandbox_uid"])
+        os.chmod(workdir, 0o700)
+        return workdir
+
+    def _resume_point(self, chain: list):
+        """(snapshot key, statements it ran) for the longest kept proper prefix."""
+        for n in range(len(chain) - 1, 0, -1):
+            if chain[n - 1] in self.snapshots:
+                return chain[n - 1], n
+        return None, 0
+
+    def _start_resumed(self, task, key, skip, workdir, wfd, cmd_end, rfd, deadline):
+        """Asks snapshot `key` to run the task; returns (pid, bytes read after the pid line)."""
+        snap = self.snapshots[key]
+        self.snapshots.move_to_end(key)
+        cmd = {"code": task["code"], "skip": skip, "workdir": workdir, "worker": os.getpid(),
+               "observation_chars": task["observation_chars"]}
+        try:
+            socket.send_fds(snap.sock, [json.dumps(cmd).encode()], [wfd, cmd_end.fileno()])
+        except OSError:
+            return None, b""
+        finally:
+            os.close(wfd)
+            cmd_end.close()
+        buf = b""
+        while b"\n" not in buf:
+            left = min(deadline, time.monotonic() + 5.0) - time.monotonic()
+            if left <= 0 or not select.select([rfd], [], [], left)[0]:
+                return None, b""
+            data = os.read(rfd, 65536)
+            if not data:
+                return None, b""
+            buf += data
+        line, rest = buf.split(b"\n", 1)
+        if not line.startswith(b"P "):
+            return None, b""
+        return int(line[2:]), rest
+
+    def run_task(self, task: dict) -> dict:
+        """Runs one program (resumed from a snapshot when one holds a prefix)."""
+        timeout = float(task["timeout_s"])
+        deadline = time.monotonic() + timeout
+        chain = task.get("chain") or [] if self.max_snapshots > 0 else []
+        key, skip = self._resume_point(chain)
+        pid = None
+        if key is not None:
+            workdir = self._workdir(task)
+            rfd, wfd = os.pipe()
+            mine, theirs = socket.socketpair()
+            pid, first = self._start_resumed(task, key, skip, workdir, wfd, theirs, rfd, deadline)
+            if pid is None:  # a broken snapshot: drop it and run from scratch
+                os.close(rfd)
+                mine.close()
+                shutil.rmtree(workdir, ignore_errors=True)
+                self.snapshots.pop(key).discard()
+                _reap_all(self._kept())
+        if pid is None:
+            skip, first = 0, b""
+            workdir = self._workdir(task)
+            rfd, wfd = os.pipe()
+            mine, theirs = (socket.socketpair() if chain else (None, None))
+            pid = os.fork()
+            if pid == 0:
+                os.close(rfd)
+                run_child(task, workdir, wfd, theirs.fileno() if theirs else -1, self.network)
+            os.close(wfd)
+            if theirs is not None:
+                theirs.close()
+        self.send({"id": task["id"], "pid": pid})
+        return self._collect(task, pid, rfd, first, deadline, workdir, mine, chain, skip)
+
+    def _kept(self) -> frozenset:
+        return frozenset(s.pid for s in self.snapshots.values())
+
+    def _collect(self, task, pid, rfd, first, deadline, workdir, mine, chain, skip) -> dict:
+        timeout = float(task["timeout_s"])
+        frame, timed_out, status, kept, parsed = b"", False, None, False, None
+        try:
+            frame, timed_out = _await_result(pid, rfd, deadline, first)
+            parsed = None if timed_out else _parse_frame(frame)
+            kept = bool(parsed and parsed["snapshot"] and mine is not None)
+        finally:
+            os.close(rfd)
+            if kept:
+                self.snapshots[chain[-1]] = _Snapshot(pid, mine, workdir)
+                self.snapshots.move_to_end(chain[-1])
+                while len(self.snapshots) > self.max_snapshots:
+                    self.snapshots.popitem(last=False)[1].discard()
+            else:
+                if mine is not None:
+                    mine.close()
+                status, timed_out = _wait_exit(pid, deadline, timed_out)
+                shutil.rmtree(workdir, ignore_errors=True)
+            _reap_all(self._kept())
+        result = parsed if kept else None
+        if not kept and not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            result = _parse_frame(frame)
+        if result is None:
+            obs = _describe_status(status, timeout, timed_out)
+            result = {"observation": obs[: int(task["observation_chars"])], "error": True,
+                      "timed_out": timed_out, "crashed": not timed_out}
+        return {"id": task["id"], "observation": result["observation"], "error": result["error"],
+                "timed_out": result.get("timed_out", False), "crashed": result.get("crashed", False),
+                "snapshot": kept, "resumed": skip > 0}
+
+
+def _wait_exit(pid: int, deadline: float, timed_out: bool):
+    """Waits (until the deadline) for a reported or dead child, then kills its group.
+
+    Returns (wait status, timed_out).
+    """
+    status = None
+    if not timed_out:
+        while True:
             try:
-                status = os.waitpid(pid, 0)[1]
+                done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                status = 0
-        _reap_all(pid)
-        shutil.rmtree(workdir, ignore_errors=True)
-    result = None
-    if not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        result = _parse_frame(frame)
-    if result is None:
-        obs = _describe_status(status, timeout, timed_out)
-        limit = int(task["observation_chars"])
-        result = {"observation": obs[:limit], "error": True, "timed_out": timed_out,
-                  "crashed": not timed_out}
-    return {"id": task["id"], "observation": result["observation"], "error": result["error"],
-            "timed_out": result.get("timed_out", False), "crashed": result.get("crashed", False)}
+                done, status = pid, 0
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                timed_out, status = True, None
+                break
+            time.sleep(0.0002)
+    try:  # the group outlives its leader while any member lives: kill it either way
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if status is None:
+        try:
+            status = os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            status = 0
+    return status, timed_out
 
 
 def _warm_up(modules) -> None:
@@ -384,11 +360,14 @@ def main() -> int:
         out.flush()
 
     send({"ready": True, "pid": os.getpid(), "isolation": network, "filesystem": filesystem})
+    worker = Worker(network, base_tmp, send, int(config.get("prefix_snapshots", 0)))
     try:
         for line in sys.stdin:
             task = {**config, **json.loads(line)}
-            send(run_task(task, network, base_tmp, send))
+            send(worker.run_task(task))
     finally:
+        worker.close()
+        _reap_all()
         shutil.rmtree(base_tmp, ignore_errors=True)
     return 0
 

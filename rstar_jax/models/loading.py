@@ -10,6 +10,7 @@ only its shard).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Type
 
@@ -63,23 +64,33 @@ def _shardings(abstract: nnx.Module, mesh: Optional[Mesh], rules: Optional[Rules
     return {path_key(p): s for p, s in param_shardings(abstract, mesh, rules or {}).flat_state()}
 
 
+def _freeze_rules(rules: Optional[Rules]):
+    return tuple(sorted((k, tuple(v)) for k, v in (rules or {}).items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_init(cls, arch: ArchConfig, mesh: Optional[Mesh], frozen_rules):
+    """(graphdef, jitted `key -> state`), compiled once per model/mesh/rules."""
+    abstract = abstract_model(cls, arch)
+    shardings = None
+    if mesh is not None:
+        shardings = param_shardings(abstract, mesh, dict(frozen_rules))
+
+    def init(key):
+        return nnx.state(cls(arch, rngs=nnx.Rngs(key)))
+
+    return nnx.split(abstract)[0], jax.jit(init, out_shardings=shardings)
+
+
 def init_model(cls: Type[nnx.Module], arch: ArchConfig, *, mesh: Optional[Mesh] = None,
                rules: Optional[Rules] = None, seed: int = 0) -> nnx.Module:
     """A freshly initialised model, each parameter created already sharded.
 
-    Without a mesh the parameters land on the default device.
+    The same numbers as `cls(arch, rngs=nnx.Rngs(seed))`; without a mesh the
+    parameters land on the default device.
     """
-    abstract = abstract_model(cls, arch, seed=seed)
-    shardings = None
-    if mesh is not None:
-        shardings = param_shardings(abstract, mesh, rules or {})
-
-    def init():
-        return nnx.state(cls(arch, rngs=nnx.Rngs(seed)))
-
-    state = jax.jit(init, out_shardings=shardings)()
-    graphdef, _ = nnx.split(abstract)
-    return nnx.merge(graphdef, state)
+    graphdef, init = _compiled_init(cls, arch, mesh, _freeze_rules(rules))
+    return nnx.merge(graphdef, init(jax.random.key(seed)))
 
 
 def place_params(abstract: nnx.Module, arrays: Iterable[Tuple[str, np.ndarray]], *,

@@ -24,6 +24,34 @@ def needs_scorer(mcts_cfg) -> bool:
             or mcts_cfg.mode in ("best_of_n", "beam"))
 
 
+def local_mesh_config(mesh_cfg):
+    """`mesh_cfg` for one process's devices: the `data` axis, which a
+    multi-host config sizes across hosts, takes what `fsdp` and `tensor`
+    leave (1 when one of them is already -1). Every other setting is kept.
+    """
+    import dataclasses
+
+    other_free = -1 in (mesh_cfg.fsdp, mesh_cfg.tensor)
+    return dataclasses.replace(mesh_cfg, data=1 if other_free else -1)
+
+
+def local_mesh(cfg):
+    """The mesh of this process's own devices when there are several processes.
+
+    Processes search different problems, so their engines never run the
+    same computation: a mesh spanning every host would make each device
+    call a collective that the other hosts never join. On one process this
+    returns None and the factories use `cfg.mesh` over all devices.
+    """
+    import jax
+
+    if jax.process_count() == 1:
+        return None
+    from rstar_jax.models.mesh import make_mesh
+
+    return make_mesh(local_mesh_config(cfg.mesh), devices=jax.local_devices())
+
+
 def _search(args: argparse.Namespace) -> int:
     from rstar_jax.data.problems import ProblemFileError, read_problems
 
@@ -42,10 +70,21 @@ def _search(args: argparse.Namespace) -> int:
         from rstar_jax.inference import load_policy_engine, load_ppm_scorer
     except ImportError as e:
         return _fail(f"the engine or executor is not available in this install: {e}")
+    from rstar_jax.models.mesh import maybe_initialize_distributed
     from rstar_jax.search.run import search_to_dir
 
-    engine = load_policy_engine(cfg)
-    scorer = load_ppm_scorer(cfg) if needs_scorer(cfg.mcts) else None
+    # Before anything touches a device: each process then searches its own
+    # shard of the problems (search_to_dir) on its own devices.
+    maybe_initialize_distributed(cfg.mesh.distributed)
+    kw = {}
+    try:
+        mesh = local_mesh(cfg)
+        if mesh is not None:
+            kw["mesh"] = mesh
+        engine = load_policy_engine(cfg, **kw)
+        scorer = load_ppm_scorer(cfg, **kw) if needs_scorer(cfg.mcts) else None
+    except (ValueError, FileNotFoundError) as e:
+        return _fail(f"cannot load the models: {e}")
     executor = ExecutorPool(cfg.executor)
     try:
         summary = search_to_dir(cfg, problems, args.out, engine, executor, scorer)

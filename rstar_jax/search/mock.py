@@ -249,3 +249,37 @@ class MockScorer:
     def score(self, texts: Sequence[str]) -> np.ndarray:
         self.calls.append(len(texts))
         return np.asarray([self.score_one(t) for t in texts], dtype=np.float32)
+
+
+_CHAR_CORPUS = (
+    "<|user|>:\nWhat is 3 + 4?\n\n<|assistant|>: Let's think step by step and solve the problem "
+    "with code.",
+    "<code>\n# Step 1: start\nx = 3 + 4\nprint(x)\n<end_of_code>",
+)
+
+
+def tiny_step_tokenizer(boxed_answers: Sequence[str] = ()):
+    """A small real HF tokenizer for searches with a random tiny model.
+
+    A character BPE over a small alphabet (lower-case letters, digits, the
+    few capitals and signs of the prompts; anything else is `<unk>`) with a
+    handful of merges: about 80 tokens with the rStar tags as added tokens,
+    so a random model emits a step tag every twenty-odd tokens and searches
+    build trees several steps deep. Each of `boxed_answers` becomes one added token `\\boxed{A}`, so
+    such a model also writes final answers now and then. No files, no network.
+    """
+    from tokenizers import Tokenizer, decoders, models, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from rstar_jax.data.prompts import SPECIAL_TOKENS
+
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789 \n+-*/=()?:.,'#_WL")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()  # decoding is concatenation: clean text, exact stops
+    trainer = trainers.BpeTrainer(vocab_size=70, special_tokens=["<|endoftext|>", "<unk>"],
+                                  initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(list(_CHAR_CORPUS) * 10, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", unk_token="<unk>")
+    extra = [f"\\boxed{{{a}}}" for a in boxed_answers]
+    fast.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS) + extra})
+    return fast

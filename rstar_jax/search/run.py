@@ -10,11 +10,13 @@ finishes the rest and leaves exactly the records of an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from rstar_jax.data.problems import Problem
-from rstar_jax.search import treefile
+from rstar_jax.search import selection, treefile
+from rstar_jax.search import tree as T
 from rstar_jax.search.baselines import best_answer, run_baseline
 from rstar_jax.search.driver import MCTSDriver, ProblemResult
 from rstar_jax.search.expansion import Hooks, Timers
@@ -32,16 +34,64 @@ def process_shard() -> tuple:
     return jax.process_index(), jax.process_count()
 
 
-def result_record(result: ProblemResult, mode: str, predict: bool = True) -> Dict:
-    """The tree-file record of a result; with `predict`, also the top-PPM-score
-    answer of the first tree that has one (selection.py offers the votes)."""
-    extra = {}
-    for t in result.trees if predict else ():
-        idx, ans = best_answer(t)
-        if idx is not None:
-            node = t.nodes[idx]
-            extra = {"prediction": ans, "prediction_tag": node.tag, "prediction_correct": node.correct}
-            break
+def answer_candidates(trees: Sequence[T.Tree]) -> List[Tuple[int, int]]:
+    """(tree, node) of every final-answer node of every tree, in creation order."""
+    return [(ti, i) for ti, t in enumerate(trees) for i in T.answer_nodes(t)]
+
+
+def choose_answer(trees: Sequence[T.Tree], method: str = "top_score", k: int = 4,
+                  equiv=None) -> Optional[Tuple[int, int, str]]:
+    """The final answer of an inference search, pooled over all its trees.
+
+    `method` is one of `selection.SELECTORS` (the config's
+    `mcts.answer_selection`); a node without a PPM score counts as scoring
+    minus infinity. Returns (tree, node, answer) of the first candidate
+    carrying the chosen answer string (a class is named by its first member,
+    so the string is always some node's), or None when no node has an answer.
+    """
+    cands = answer_candidates(trees)
+    answers = [trees[ti].nodes[i].final_answer for ti, i in cands]
+    scores = [_score_or_nan(trees[ti].nodes[i].ppm_value) for ti, i in cands]
+    chosen = selection.select(method, answers, scores, k=k, equiv=equiv)
+    if chosen is None:
+        return None
+    ti, i = next(c for c, a in zip(cands, answers) if a == chosen)
+    return ti, i, chosen
+
+
+def _score_or_nan(v: Optional[float]) -> float:
+    return math.nan if v is None else float(v)
+
+
+def result_record(result: ProblemResult, mode: str, predict: bool = True, *,
+                  answer_selection: Optional[str] = None, top_k: int = 4, equiv=None) -> Dict:
+    """The tree-file record of a result.
+
+    With `predict` it also carries the prediction: for MCTS with an
+    `answer_selection` method, the answer chosen by
+    `choose_answer` over all trees; for the baselines, the top-PPM-score
+    answer of the first tree that has one. `prediction_correct` is the
+    chosen node's grade against the gold answer (None without one).
+    """
+    extra: Dict = {}
+    if predict and answer_selection is not None:
+        found = choose_answer(result.trees, answer_selection, top_k, equiv)
+        extra = {"prediction": None, "prediction_tag": None, "prediction_correct": None,
+                 "prediction_tree": None, "answer_selection": answer_selection,
+                 "answer_candidates": len(answer_candidates(result.trees))}
+        if found is not None:
+            ti, idx, ans = found
+            node = result.trees[ti].nodes[idx]
+            extra.update(prediction=ans, prediction_tag=node.tag, prediction_tree=ti,
+                         prediction_correct=node.correct)
+    elif predict:
+        for t in result.trees:
+            idx, ans = best_answer(t)
+            if idx is not None:
+                node = t.nodes[idx]
+                extra = {"prediction": ans, "prediction_tag": node.tag,
+                         "prediction_correct": node.correct}
+                break
     return treefile.make_record(result.problem, result.trees, result.seeds, mode=mode, extra=extra)
 
 
@@ -73,12 +123,16 @@ def search_to_dir(
     stats = {"searched": 0, "solved": 0, "rollouts": 0}
     # Gold-rewarded MCTS generates training data: no prediction to make.
     predict = mode != "mcts" or cfg.mcts.terminal_value == "ppm"
+    chooser = cfg.mcts.answer_selection if mode == "mcts" else None
+    # Votes group answers with the same grader that marks them correct.
+    equiv = hooks.grade if hooks is not None else None
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"search[{mode}]",
                    unit="problem", enabled=cfg.logging.progress)
     t0 = time.perf_counter()
 
     def on_done(r: ProblemResult) -> None:
-        writer.write(result_record(r, mode, predict))
+        writer.write(result_record(r, mode, predict, answer_selection=chooser,
+                                   top_k=cfg.mcts.answer_top_k, equiv=equiv))
         stats["searched"] += 1
         stats["solved"] += int(r.solved)
         stats["rollouts"] += r.rollouts

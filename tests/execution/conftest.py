@@ -25,10 +25,23 @@ def pool():
     os.environ.pop("RSTAR_TEST_SECRET", None)
 
 
+def _ours(proc) -> bool:
+    """A worker, a program child (forked from a worker) or anything under a sandbox uid."""
+    try:
+        return ("rstar_jax.execution" in " ".join(proc.cmdline())
+                or proc.uids().real >= ExecutorConfig().sandbox_uid_base)
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_stray_processes():
-    """After the executor tests, this process has no children left."""
+    """After the session (every pool closed), no executor process is left.
+
+    Only executor processes are checked, so other suites' helpers cannot
+    fail this one.
+    """
     yield
-    leftover = [c for c in psutil.Process().children(recursive=True) if c.is_running()
-                and c.status() != psutil.STATUS_ZOMBIE]
+    leftover = [c for c in psutil.Process().children(recursive=True)
+                if c.is_running() and c.status() != psutil.STATUS_ZOMBIE and _ours(c)]
     assert not leftover, f"stray processes: {[(c.pid, c.cmdline()) for c in leftover]}"

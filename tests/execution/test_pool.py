@@ -88,3 +88,35 @@ def test_random_state_differs_between_programs(pool):
     pool.clear_cache()
     b = pool.run([code])[0].observation
     assert a != b
+
+
+def test_concurrent_submitters_get_their_own_results(pool):
+    import threading
+
+    outs = {}
+
+    def submitter(t):
+        outs[t] = pool.run([f"print({t} * 1000 + {i})" for i in range(40)])
+
+    threads = [threading.Thread(target=submitter, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for t in range(4):
+        assert [r.observation for r in outs[t]] == [str(t * 1000 + i) for i in range(40)]
+
+
+def test_dead_worker_is_replaced(pool):
+    import os
+    import signal
+
+    fut = pool.submit(["import time\ntime.sleep(1.5)\nprint('never')"])
+    time.sleep(0.5)
+    restarts = pool.stats().get("worker_restarts", 0)
+    for w in list(pool._workers):
+        os.kill(w.proc.pid, signal.SIGKILL)
+    res = fut.result(timeout=60)[0]
+    assert res.error and res.observation == "RuntimeError: executor worker died while running the program"
+    assert [r.observation for r in pool.run(["print(5)", "print(6)"])] == ["5", "6"]
+    assert pool.stats()["worker_restarts"] - restarts >= 1  # the idle one is replaced when next used

@@ -63,11 +63,14 @@ def tokens_for(vocab: int, shape=(2, 9), seed: int = 0) -> np.ndarray:
 
 def randomize(model: nnx.Module, seed: int) -> nnx.Module:
     """Every parameter random (our init leaves biases at zero, norms at one)."""
-    values = flat_params(model)
-    keys = jax.random.split(jax.random.key(seed), len(values))
-    new = {k: 0.1 * jax.random.normal(key, v.shape, v.dtype) + (1.0 if "norm" in k else 0.0)
-           for key, (k, v) in zip(keys, sorted(values.items()))}
+    rng = np.random.RandomState(seed)
+    new = {k: jnp.asarray(0.1 * rng.randn(*v.shape) + (1.0 if "norm" in k else 0.0), v.dtype)
+           for k, v in sorted(flat_params(model).items())}
     return assemble(model, new)
+
+
+# One jitted forward for every model here (op-by-op dispatch is slow on a busy CPU).
+FORWARD = jax.jit(lambda model, tokens: model(tokens)[0])
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
@@ -77,7 +80,7 @@ def test_hf_to_ours_logits_match(name, tmp_path):
     ours = load_hf(Policy, str(tmp_path))
     assert ours.arch.tie_word_embeddings == SHAPES[name][8]
     toks = tokens_for(ours.arch.vocab_size)
-    got, _ = ours(jnp.asarray(toks, jnp.int32))
+    got = FORWARD(ours, jnp.asarray(toks, jnp.int32))
     want = torch_logits(ref, toks)
     assert got.dtype == jnp.float32 and got.shape == want.shape
     np.testing.assert_allclose(np.asarray(got), want, atol=TOL, rtol=0)
@@ -94,7 +97,7 @@ def test_ours_to_hf_reproduces_our_logits(name, tmp_path):
     cls = Qwen2ForCausalLM if arch.family == "qwen2" else LlamaForCausalLM
     ref = cls.from_pretrained(tmp_path, attn_implementation="eager").eval()
     toks = tokens_for(arch.vocab_size, (3, 7), seed=1)
-    got, _ = ours(jnp.asarray(toks, jnp.int32))
+    got = FORWARD(ours, jnp.asarray(toks, jnp.int32))
     np.testing.assert_allclose(torch_logits(ref, toks), np.asarray(got), atol=TOL, rtol=0)
 
 
@@ -116,7 +119,8 @@ def test_reference_value_head_converts(tmp_path):
     ppm = load_hf(PPM, str(tmp_path))
     toks = tokens_for(ref.config.vocab_size, (2, 8), seed=3)
     lengths = np.array([8, 5])
-    raw = np.asarray(ppm(jnp.asarray(toks, jnp.int32), jnp.asarray(lengths)))
+    raw = np.asarray(jax.jit(lambda m, t, n: m(t, n))(ppm, jnp.asarray(toks, jnp.int32),
+                                                       jnp.asarray(lengths)))
     with torch.no_grad():
         hs = ref(torch.as_tensor(toks), output_hidden_states=True).hidden_states[-1].numpy()
     last = hs[np.arange(2), lengths - 1]  # [B, D] after the final norm

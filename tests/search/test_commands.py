@@ -16,8 +16,8 @@ from rstar_jax.search import mock
 @pytest.fixture
 def fake_factories(monkeypatch):
     monkeypatch.setattr(rstar_jax.inference, "load_policy_engine",
-                        lambda cfg: mock.MockEngine(steps=2, seeded=True), raising=False)
-    monkeypatch.setattr(rstar_jax.inference, "load_ppm_scorer", lambda cfg: mock.MockScorer(),
+                        lambda cfg, **kw: mock.MockEngine(steps=2, seeded=True), raising=False)
+    monkeypatch.setattr(rstar_jax.inference, "load_ppm_scorer", lambda cfg, **kw: mock.MockScorer(),
                         raising=False)
     mods = {
         "rstar_jax.execution.pool": dict(ExecutorPool=lambda cfg: mock.FakeExecutor()),

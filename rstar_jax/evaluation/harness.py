@@ -1,0 +1,231 @@
+"""`rstar-jax evaluate`: run a method over benchmarks, resumably, and report.
+
+The method itself is a pluggable function
+
+    run_method(method, problems, cfg) -> list[ProblemResult]
+
+(one result per problem, same ids); `rstar_jax.evaluation.methods` holds the
+real ones (greedy, majority@k, best-of-N by PPM, step beam search, MCTS+PPM
+over the search package). Everything else -- loading, chunking, appending
+finished problems, skipping them on rerun, answer choice, metrics, report --
+lives here and is tested with fixed predictions.
+
+Layout of `out_dir`: `run.json` (method and settings, checked on rerun),
+`<benchmark>/results.jsonl` (per-problem prompts, raw outputs, answers,
+scores, tokens), `summary.json`, `report.md`, `accuracy.png`,
+`<benchmark>/trajectories.png`, `math500/breakdown.png`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+from rstar_jax.data.benchmarks import canonical_name, load_benchmark
+from rstar_jax.data.problems import Problem
+from rstar_jax.evaluation import metrics, report
+from rstar_jax.evaluation.results import ProblemResult, ResultStore, write_json_atomic
+from rstar_jax.search import selection
+from rstar_jax.utils.logging import progress
+
+log = logging.getLogger(__name__)
+
+MethodRunner = Callable[[str, Sequence[Problem], object], List[ProblemResult]]
+METHODS = ("greedy", "majority", "best_of_n", "beam", "mcts_ppm")
+# How each method chooses its answer among its candidates (spec section 4).
+# mcts_ppm follows `eval.mcts_selection` (the paper: top score).
+METHOD_SELECTION = {"greedy": "first", "majority": "majority", "best_of_n": "top_score",
+                    "beam": "top_score"}
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input: unknown method, a mismatched rerun, bad results."""
+
+
+def selection_for(method: str, cfg) -> str:
+    if method not in METHODS:
+        raise EvaluationError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    return METHOD_SELECTION.get(method) or cfg.eval.mcts_selection
+
+
+def result_for(problem: Problem, benchmark: str, method: str, **fields) -> ProblemResult:
+    """A ProblemResult pre-filled from its problem (runners call this)."""
+    gold = list(problem.answer) if isinstance(problem.answer, tuple) else problem.answer
+    meta = {k: v for k, v in problem.meta.items() if k in ("unique_id", "index", "level",
+                                                          "subject")}
+    meta.update(fields.pop("meta", {}))
+    return ProblemResult(id=problem.id, benchmark=benchmark, method=method,
+                         question=problem.question, gold=gold, meta=meta, **fields)
+
+
+def choose(result: ProblemResult, sel: str, cfg, equiv=None) -> Optional[str]:
+    """The method's final answer unless the runner already set one."""
+    if result.chosen is not None:
+        return result.chosen
+    if not any(p is not None for p in result.preds):
+        return None
+    scores = result.scores
+    if sel != "first" and sel != "majority" and scores is None:
+        raise EvaluationError(f"{result.id}: selection {sel!r} needs scores, the runner gave none")
+    return selection.select(sel, result.preds, scores, k=cfg.eval.top_k_vote, equiv=equiv)
+
+
+def _check_run(out_dir: str, settings: Dict[str, object]) -> None:
+    """A rerun into the same directory must be the same method and k."""
+    path = os.path.join(out_dir, "run.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        for key in ("method", "k", "selection"):
+            if old.get(key) != settings.get(key):
+                raise EvaluationError(
+                    f"{out_dir} holds a {key}={old.get(key)!r} run, not {settings.get(key)!r}; "
+                    "use another --out")
+        settings = {**old, "benchmarks": sorted(set(old.get("benchmarks", []))
+                                                | set(settings["benchmarks"]))}
+    os.makedirs(out_dir, exist_ok=True)
+    write_json_atomic(path, settings)
+
+
+def levels_table(cfg) -> Optional[Dict[str, Dict[str, object]]]:
+    """MATH500 level/subject table from `eval.levels_path`, or from
+    `math500_levels.jsonl` beside the benchmark files; None if neither."""
+    path = cfg.eval.levels_path
+    if path is None and cfg.eval.benchmark_dir:
+        cand = os.path.join(cfg.eval.benchmark_dir, "math500_levels.jsonl")
+        path = cand if os.path.isfile(cand) else None
+    return metrics.load_levels(path) if path else None
+
+
+def run_benchmark(
+    name: str,
+    problems: Sequence[Problem],
+    method: str,
+    cfg,
+    out_dir: str,
+    run_method: MethodRunner,
+    *,
+    equiv=None,
+    chunk_size: int = 16,
+) -> List[ProblemResult]:
+    """Runs the pending problems of one benchmark chunk by chunk, appending
+    each finished chunk; returns the results of all `problems`, in order."""
+    store = ResultStore(os.path.join(out_dir, name, "results.jsonl"))
+    done = store.load()
+    pending = [p for p in problems if p.id not in done]
+    if done:
+        log.info("%s: %d of %d problems already done, resuming", name,
+                 len(problems) - len(pending), len(problems))
+    sel = selection_for(method, cfg)
+    bar = progress(total=len(problems), initial=len(problems) - len(pending), desc=name,
+                   unit="problem", enabled=cfg.logging.progress)
+    for start in range(0, len(pending), max(1, chunk_size)):
+        chunk = pending[start:start + chunk_size]
+        got = run_method(method, chunk, cfg)
+        by_id = {r.id: r for r in got}
+        if set(by_id) != {p.id for p in chunk}:
+            raise EvaluationError(f"{name}: the {method} runner returned ids "
+                                  f"{sorted(by_id)[:5]}... for {[p.id for p in chunk][:5]}...")
+        ordered = []
+        for p in chunk:
+            r = by_id[p.id]
+            r.benchmark, r.method = name, method
+            r.chosen = choose(r, sel, cfg, equiv)
+            ordered.append(r)
+        store.append(ordered)
+        done.update(by_id)
+        bar.update(len(chunk))
+    bar.close()
+    return [done[p.id] for p in problems]
+
+
+def evaluate(
+    cfg,
+    benchmarks: Sequence[str],
+    method: str,
+    out_dir: str,
+    *,
+    run_method: Optional[MethodRunner] = None,
+    grade: Optional[metrics.Grade] = None,
+    equiv: Optional[metrics.Equiv] = None,
+    problems: Optional[Dict[str, Sequence[Problem]]] = None,
+) -> Dict[str, object]:
+    """Evaluates `method` on each benchmark and writes the report.
+
+    Args:
+      benchmarks: names (aliases allowed) or JSON/JSONL problem files.
+      run_method: the method seam; default `methods.run_method` (real models).
+      problems: pre-loaded problems by benchmark name (tests, notebooks);
+        others are loaded with `load_benchmark` from `eval.benchmark_dir` /
+        `eval.data_dir`, capped at `eval.limit`.
+
+    Returns:
+      {"summaries": [per-benchmark summary], "paths": {report files}}.
+    """
+    sel = selection_for(method, cfg)
+    if grade is None:
+        from rstar_jax.execution.grading import grade as real_grade
+
+        grade = functools.partial(real_grade, timeout_s=cfg.eval.grade_timeout_s)
+    if run_method is None:
+        from rstar_jax.evaluation.methods import run_method as default_runner
+
+        run_method = default_runner
+    given = problems or {}
+    names = [b if b in given or os.path.isfile(b) else canonical_name(b) for b in benchmarks]
+    _check_run(out_dir, {"method": method, "k": cfg.eval.k, "selection": sel,
+                         "benchmarks": [os.path.basename(n) for n in names]})
+    levels = None
+    summaries = []
+    for name in names:
+        key = os.path.splitext(os.path.basename(name))[0] if os.path.isfile(name) else name
+        probs = given.get(key)
+        if probs is None:
+            probs = load_benchmark(name, data_dir=cfg.eval.data_dir,
+                                   path=cfg.eval.benchmark_dir, limit=cfg.eval.limit)
+        results = run_benchmark(key, probs, method, cfg, out_dir, run_method, equiv=equiv,
+                                chunk_size=cfg.eval.chunk_size)
+        if key == "math500" and levels is None:
+            levels = levels_table(cfg)
+        summaries.append(report.benchmark_summary(
+            key, method, results, k=cfg.eval.k, grade=grade, equiv=equiv,
+            levels=levels if key == "math500" else None,
+            bootstrap_samples=cfg.eval.bootstrap_samples, seed=cfg.seed))
+        log.info("%s %s: accuracy %s (n=%d)", key, method, summaries[-1]["accuracy"],
+                 summaries[-1]["n"])
+    paths = report.write_report(out_dir, summaries)
+    return {"summaries": summaries, "paths": paths}
+
+
+def evaluate_methods(
+    cfg,
+    problems: Sequence[Problem],
+    methods_: Sequence[str],
+    out_dir: str,
+    *,
+    name: str = "test",
+    run_method: Optional[MethodRunner] = None,
+    grade: Optional[metrics.Grade] = None,
+    equiv: Optional[metrics.Equiv] = None,
+) -> Dict[str, Dict[str, object]]:
+    """Several methods on one problem set (e.g. an evolve round's test
+    split), each in `out_dir/<method>/`, sharing the loaded models.
+
+    Returns:
+      {method: the benchmark summary of `name`}.
+    """
+    out = {}
+    try:
+        for m in methods_:
+            res = evaluate(cfg, [name], m, os.path.join(out_dir, m), run_method=run_method,
+                           grade=grade, equiv=equiv, problems={name: problems})
+            out[m] = res["summaries"][0]
+    finally:
+        if run_method is None:
+            from rstar_jax.evaluation.methods import close_session
+
+            close_session()
+    return out

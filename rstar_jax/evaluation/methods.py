@@ -1,0 +1,195 @@
+"""The real evaluation methods behind `harness.MethodRunner`.
+
+Each method is one search-package entry point under a method-specific view
+of the config (spec section 4):
+
+  greedy     `mcts.mode=greedy`: one temperature-0 path.
+  majority   `mcts.mode=best_of_n` with `eval.k` sampled paths, no PPM; the
+             harness votes (majority@k).
+  best_of_n  the same paths scored by the PPM; the top-scored answer wins.
+  beam       `mcts.mode=beam`: step-level beam search guided by the PPM.
+  mcts_ppm   `mcts.mode=mcts`, `mcts.terminal_value=ppm`: MCTS whose answer
+             steps are valued by the PPM; answer per `eval.mcts_selection`.
+
+Every final-answer or dead-end leaf of the trees is a candidate: its text is
+the partial solution, its answer the node's `final_answer` (None for a
+dead end), its score the node's PPM value. Generated tokens are counted by
+wrapping the engine and attributing each request to its problem by the
+question in the prompt.
+
+`run_method` builds the engine, executor pool and PPM scorer once per
+process; `make_runner` takes them ready-made (tests pass the search
+package's mock engine, fake executor and mock scorer).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from rstar_jax.data.problems import Problem
+from rstar_jax.data.prompts import ASSISTANT, USER
+from rstar_jax.evaluation.results import ProblemResult
+
+log = logging.getLogger(__name__)
+
+NEEDS_PPM = ("best_of_n", "beam", "mcts_ppm")
+
+
+class MethodUnavailable(RuntimeError):
+    """The method's model-side pieces are not available in this install."""
+
+
+def method_config(method: str, cfg):
+    """`cfg` with the `mcts` section set for `method` (see module docstring)."""
+    from rstar_jax.config.schema import replace
+
+    m = cfg.mcts
+    if method == "greedy":
+        m = replace(m, mode="greedy")
+    elif method in ("majority", "best_of_n"):
+        m = replace(m, mode="best_of_n", best_of_n=cfg.eval.k)
+    elif method == "beam":
+        m = replace(m, mode="beam")
+    elif method == "mcts_ppm":
+        m = replace(m, mode="mcts", terminal_value="ppm")
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return replace(cfg, mcts=m)
+
+
+class CountingEngine:
+    """Wraps a GenerationEngine and counts generated tokens per question."""
+
+    def __init__(self, engine, sep: str = "\n\n"):
+        self.engine = engine
+        self.sep = sep
+        self.tokens: Dict[str, int] = defaultdict(int)
+
+    def question_of(self, prompt: str) -> str:
+        head = prompt.split(f"{self.sep}{ASSISTANT}", 1)[0]
+        return head[len(f"{USER}:\n"):] if head.startswith(f"{USER}:\n") else head
+
+    def generate(self, requests):
+        out = self.engine.generate(requests)
+        for r, comps in zip(requests, out):
+            self.tokens[self.question_of(r.prompt)] += sum(
+                len(c.token_ids) for c in comps)
+        return out
+
+    def __getattr__(self, name):  # anything else the search asks of the engine
+        return getattr(self.engine, name)
+
+
+class ConstantScorer:
+    """A StepScorer giving every text 0: majority@k samples paths like
+    best-of-N but must not depend on a PPM."""
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        return np.zeros(len(texts), dtype=np.float32)
+
+
+def candidates(trees) -> List[tuple]:
+    """(text, answer, score) of every leaf that ends a trajectory, over all
+    trees in order: final answers and terminal dead ends."""
+    from rstar_jax.search import tree as T
+
+    out = []
+    for t in trees:
+        for i, node in enumerate(t.nodes):
+            if i == 0 or node.children:
+                continue
+            if not (node.terminal or node.final_answer is not None):
+                continue
+            answer = node.final_answer if node.terminal_reason == T.FINAL_ANSWER else None
+            score = node.ppm_value if node.ppm_value is not None else float("nan")
+            out.append((t.partial_solution(i), answer, score))
+    return out
+
+
+def to_result(problem: Problem, trees, method: str, tokens: int, prompt: str,
+              scored: bool) -> ProblemResult:
+    """A search result's trees -> the harness's ProblemResult."""
+    from rstar_jax.evaluation.harness import result_for
+
+    cands = candidates(trees) or [("", None, float("nan"))]
+    scores = None
+    if scored:
+        scores = [(-1.0 if np.isnan(s) else float(s)) for _, _, s in cands]
+    return result_for(problem, "", method, prompt=prompt,
+                      outputs=[c[0] for c in cands], preds=[c[1] for c in cands],
+                      scores=scores, generated_tokens=int(tokens),
+                      meta={"rollouts": sum(getattr(t, "rollouts", 0) for t in trees),
+                            "nodes": sum(len(t.nodes) for t in trees)})
+
+
+def make_runner(engine, executor, scorer=None, hooks=None):
+    """A `MethodRunner` over ready-made engine / executor / scorer."""
+
+    def run(method: str, problems: Sequence[Problem], cfg) -> List[ProblemResult]:
+        from rstar_jax.data.prompts import policy_prompt
+        from rstar_jax.search.baselines import run_baseline
+        from rstar_jax.search.driver import run_mcts
+
+        if method in NEEDS_PPM and scorer is None:
+            raise MethodUnavailable(f"method {method!r} needs a PPM scorer")
+        mcfg = method_config(method, cfg)
+        counter = CountingEngine(engine, cfg.data.assistant_sep)
+        use_scorer = scorer if method in NEEDS_PPM else (
+            ConstantScorer() if method == "majority" else None)
+        if mcfg.mcts.mode == "mcts":
+            found = run_mcts(mcfg, problems, counter, executor, use_scorer, hooks)
+        else:
+            found = run_baseline(mcfg, problems, counter, executor, use_scorer, hooks)
+        by_id = {r.problem.id: r for r in found}
+        return [to_result(p, by_id[p.id].trees, method, counter.tokens.get(p.question, 0),
+                          policy_prompt(p.question, sep=cfg.data.assistant_sep),
+                          scored=method in NEEDS_PPM)
+                for p in problems]
+
+    return run
+
+
+_SESSION: Dict[str, object] = {}
+
+
+def _session(cfg, need_scorer: bool):
+    """Engine, executor and (when asked) scorer, built once per process and
+    rebuilt when the model, engine, executor, mesh or PPM settings change."""
+    try:
+        from rstar_jax.execution.pool import ExecutorPool
+        from rstar_jax.inference import load_policy_engine, load_ppm_scorer
+    except ImportError as e:
+        raise MethodUnavailable(f"the engine or executor is not available: {e}") from None
+    key = (cfg.model, cfg.engine, cfg.executor, cfg.mesh)
+    if _SESSION.get("key") != key:  # another model or engine: start over
+        close_session()
+    if _SESSION.get("ppm_key") != (cfg.ppm, cfg.model):
+        _SESSION.pop("scorer", None)
+    if "engine" not in _SESSION:
+        _SESSION["key"] = key
+        _SESSION["engine"] = load_policy_engine(cfg)
+        _SESSION["executor"] = ExecutorPool(cfg.executor)
+    if need_scorer and _SESSION.get("scorer") is None:
+        _SESSION["ppm_key"] = (cfg.ppm, cfg.model)
+        _SESSION["scorer"] = load_ppm_scorer(cfg)
+    return _SESSION["engine"], _SESSION["executor"], _SESSION.get("scorer")
+
+
+def close_session() -> None:
+    """Shuts the executor pool down (the evaluate command calls this)."""
+    ex = _SESSION.pop("executor", None)
+    close = getattr(ex, "close", None)
+    if close is not None:
+        close()
+    _SESSION.clear()
+
+
+def run_method(method: str, problems: Sequence[Problem], cfg) -> List[ProblemResult]:
+    """Runs `method` on `problems` with the configured models."""
+    engine, executor, scorer = _session(cfg, method in NEEDS_PPM)
+    return make_runner(engine, executor, scorer)(method, problems, cfg)
+

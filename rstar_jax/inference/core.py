@@ -1,0 +1,354 @@
+"""The device half of the engine: fixed slots, bucketed prefill, on-device stops.
+
+Explicit API (what `generate` is built from):
+  * `prefill(token_ids) -> Prefill`: the KV of a prompt's context (all but its
+    last token), with the context padded to a `prefill_buckets` length so
+    prefills compile once per bucket; reuses the KV of a cached prompt that
+    shares its prefix (`PrefixCache`).
+  * `insert(prefill, slot, params, candidate)`: copies that KV into a slot;
+    inserting one prefill into n slots is how the n candidates of a search
+    node share one prefill (`clone`).
+  * `decode() -> np.ndarray`: `decode_steps_per_call` steps for every slot in
+    one jitted call (a `fori_loop`), on a donated decode state; the tokens,
+    log-probs and end codes of all steps come back in one packed array.
+  * `free(slot)`.
+
+A slot's first decode step feeds the prompt's last token, so prefill needs
+no logits and every generated token comes out of the same sampling code.
+
+Shapes: N slots, S decode cache length (grows through the cache buckets as
+slots get longer, so attention reads a bounded multiple of the used length),
+K kv heads, Dh head dim, V vocabulary, T steps per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rstar_jax.inference import stops as stops_lib
+from rstar_jax.inference.sampling import sample, slot_keys
+from rstar_jax.inference.types import SamplingParams
+
+log = logging.getLogger(__name__)
+
+# End codes in the packed output: 0 no token (slot idle), 1 a token, and the
+# token that ended the slot: 2 stop string, 3 eos, 4 length.
+IDLE, TOKEN, STOP, EOS, LENGTH = 0, 1, 2, 3, 4
+_MAX_EOS = 4
+
+
+@dataclasses.dataclass
+class Prefill:
+    """A prompt's context KV, ready to insert into slots.
+
+    `kv` is a list per layer of (k, v) `[1, length, K, Dh]` (None when the
+    context is empty), valid for positions `[0, num_tokens - 1)`; the last
+    prompt token is fed by the first decode step.
+    """
+
+    token_ids: tuple
+    kv: Optional[list]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.kv is None else int(self.kv[0][0].shape[1])
+
+
+def bucket(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket >= n."""
+    for b in buckets:
+        if b >= n:
+            return b
+    raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}")
+
+
+def _layer_caches(cache):
+    return [tuple(kv) for kv in cache]
+
+
+class DecodeCore:
+    """The jitted device functions and the donated decode state.
+
+    Host bookkeeping (which request owns which slot) lives in `Engine`; this
+    class only moves arrays. With a mesh, parameters follow the inference
+    rules (`sharding_context` around tracing, weights without fsdp) and the
+    KV cache is sharded over slots ('cache_batch') and heads ('cache_heads').
+    """
+
+    def __init__(self, policy, *, num_slots: int, max_seq_len: int, buckets: Sequence[int],
+                 steps_per_call: int, mesh=None, rules=None):
+        self.arch = policy.arch
+        self.num_slots, self.max_seq_len = num_slots, max_seq_len
+        self.buckets = sorted({b for b in buckets if b < max_seq_len} | {max_seq_len})
+        self.steps = steps_per_call
+        self.mesh, self.rules = mesh, dict(rules or {})
+        self.graphdef, params = nnx.split(policy)
+        self.params = self._place_params(params)
+        self._empty = jax.jit(self._empty_fn, static_argnames=("length",))
+        self._seed = jax.jit(self._seed_fn, static_argnames=("length",))
+        self._chunk = jax.jit(self._chunk_fn, donate_argnums=(1,))
+        self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,))
+        self._grow = jax.jit(self._grow_fn, static_argnames=("length",))  # pad cannot alias
+        self._zeros = jax.jit(self._zeros_fn, static_argnames=("length",))
+        self._free = jax.jit(self._free_fn, donate_argnums=(0,))
+        self.state = self._init_state(self.buckets[0])
+
+    # ----- sharding -------------------------------------------------------
+    def _ctx(self):
+        import contextlib
+
+        from rstar_jax.models.sharding import sharding_context
+
+        return sharding_context(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext()
+
+    def _sharding(self, axes, shape):
+        from jax.sharding import NamedSharding
+
+        from rstar_jax.models.sharding import logical_to_spec
+
+        return NamedSharding(self.mesh, logical_to_spec(axes, shape, self.mesh, self.rules))
+
+    def _place_params(self, params):
+        if self.mesh is None:
+            return params
+
+        def put(var):
+            axes = getattr(var, "logical_axes", None) or (None,) * var[...].ndim
+            return var.replace(jax.device_put(var[...], self._sharding(axes, var[...].shape)))
+
+        return jax.tree.map(put, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+    def _constrain_cache(self, cache):
+        if self.mesh is None:
+            return cache
+        axes = ("cache_batch", "cache_length", "cache_heads", "cache_head_dim")
+        return [tuple(jax.lax.with_sharding_constraint(a, self._sharding(axes, a.shape)) for a in kv)
+                for kv in cache]
+
+    # ----- state ----------------------------------------------------------
+    def _init_state(self, length: int) -> dict:
+        """A fresh decode state with every slot idle and a cache of `length`."""
+        with self._ctx():
+            return self._zeros(length=length)
+
+    def _zeros_fn(self, *, length):
+        n, a = self.num_slots, self.arch
+        shape = (n, length, a.num_kv_heads, a.head_dim)
+        zeros = lambda dt: jnp.zeros((n,), dt)  # noqa: E731
+        cache = [(jnp.zeros(shape, a.dtype), jnp.zeros(shape, a.dtype)) for _ in range(a.num_layers)]
+        return dict(
+            cache=self._constrain_cache(cache), token=zeros(jnp.int32), pos=zeros(jnp.int32),
+            count=zeros(jnp.int32), max_new=zeros(jnp.int32), active=zeros(jnp.bool_),
+            stop_state=zeros(jnp.int32), stop_mask=zeros(jnp.int32),
+            temperature=zeros(jnp.float32), top_p=jnp.ones((n,), jnp.float32),
+            top_k=zeros(jnp.int32), seed=zeros(jnp.int32), candidate=zeros(jnp.int32))
+
+    def reset(self) -> None:
+        """Idles every slot and shrinks the cache to the smallest bucket."""
+        self.state = self._init_state(self.buckets[0])
+
+    @property
+    def cache_length(self) -> int:
+        return int(self.state["cache"][0][0].shape[1])
+
+    def ensure_cache_length(self, needed: int) -> None:
+        """Grows the decode cache to the bucket holding `needed` positions, one
+        bucket at a time (so the set of compiled grows is fixed: `warmup`)."""
+        needed = min(needed, self.max_seq_len)
+        while needed > self.cache_length:
+            nxt = bucket(self.cache_length + 1, self.buckets)
+            with self._ctx():
+                self.state = self._grow(self.state, length=nxt)
+
+    def warmup(self, tables, max_len: Optional[int] = None) -> None:
+        """Compiles every shape a run can meet up to `max_len` (default: all).
+
+        Shapes: prefill per cache length; prefix seeding, insertion and decode
+        per (prompt length, decode cache length) pair; each one-bucket grow.
+        Everything runs once on idle slots, then the state is reset.
+        """
+        lengths = [b for b in self.buckets if b <= (max_len or self.max_seq_len)]
+        params = SamplingParams(max_new_tokens=1, temperature=0.0)
+        kvs = {}
+        for length in lengths:
+            kv = self.prefill_kv(np.zeros(1, np.int32), 0, None, length)
+            kvs[length] = kv
+            for shorter in lengths:
+                if shorter <= length:
+                    self.prefill_kv(np.zeros(2, np.int32), 1, kvs[shorter], length)
+        self.reset()
+        for size in lengths:
+            self.ensure_cache_length(size)
+            for length in lengths:
+                if length <= size:
+                    self.insert(kvs[length], 0, token=0, pos=0, max_new=1, stop_mask=0,
+                                params=params, candidate=0)
+            self.insert(None, 0, token=0, pos=0, max_new=1, stop_mask=0, params=params, candidate=0)
+            self.free(0)
+            np.asarray(self.decode(tables))
+        self.reset()
+
+    def _grow_fn(self, state, *, length):
+        pad = length - state["cache"][0][0].shape[1]
+        widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+        cache = [tuple(jnp.pad(a, widths) for a in kv) for kv in state["cache"]]
+        return {**state, "cache": self._constrain_cache(cache)}
+
+    # ----- prefill --------------------------------------------------------
+    def prefill_kv(self, ctx: np.ndarray, start: int, prefix_kv, length: int):
+        """KV `[1, length, K, Dh]` per layer of the context `ctx` (`[c]` ids).
+
+        Rows `[0, start)` come from `prefix_kv` (a cached prompt sharing them);
+        the rest is computed in chunks of `buckets[0]` tokens, so prefill
+        compiles once per cache length whatever the prompt and prefix lengths
+        (padding in the last chunk writes rows no query ever reads).
+        """
+        chunk = self.buckets[0]
+        with self._ctx():
+            if prefix_kv is None:
+                cache = self._empty(length=length)
+            else:
+                cache = self._seed(prefix_kv, length=length)
+            for s in range(start, len(ctx), chunk):
+                toks = np.zeros((1, chunk), np.int32)
+                piece = ctx[s:s + chunk]
+                toks[0, : len(piece)] = piece
+                cache = self._chunk(self.params, cache, jnp.asarray(toks), jnp.int32(s))
+        return cache
+
+    def _empty_fn(self, *, length):
+        a = self.arch
+        shape = (1, length, a.num_kv_heads, a.head_dim)
+        return [(jnp.zeros(shape, a.dtype), jnp.zeros(shape, a.dtype)) for _ in range(a.num_layers)]
+
+    def _seed_fn(self, prefix_kv, *, length):
+        """A copy of a cached prompt's KV, padded to `length` rows (never aliased:
+        the cached entry must survive the chunks that follow)."""
+        cache = self._empty_fn(length=length)
+        return [tuple(jax.lax.dynamic_update_slice(buf, p[:, :length], (0, 0, 0, 0))
+                      for buf, p in zip(layer, pl)) for layer, pl in zip(cache, prefix_kv)]
+
+    def _chunk_fn(self, params, cache, tokens, start):
+        policy = nnx.merge(self.graphdef, params)
+        positions = start + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
+        _, cache = policy.model(tokens, positions, cache=cache)
+        return _layer_caches(cache)
+
+    # ----- slots ----------------------------------------------------------
+    def insert(self, kv, slot: int, *, token: int, pos: int, max_new: int, stop_mask: int,
+               params: SamplingParams, candidate: int) -> None:
+        """Puts a prefill's KV into `slot` and arms it to decode from `token` at `pos`."""
+        scalars = dict(token=token, pos=pos, max_new=max_new, stop_mask=stop_mask,
+                       temperature=float(params.temperature), top_p=float(params.top_p),
+                       top_k=int(params.top_k), seed=int(params.seed) & 0x7FFFFFFF,
+                       candidate=candidate)
+        with self._ctx():
+            self.state = self._insert(self.state, kv, jnp.int32(slot),
+                                      {k: jnp.asarray(v) for k, v in scalars.items()})
+
+    def _insert_fn(self, state, kv, slot, scalars):
+        state = dict(state)
+        if kv is not None:
+            cache = []
+            for (ck, cv), (pk, pv) in zip(state["cache"], kv):
+                cache.append((jax.lax.dynamic_update_slice(ck, pk.astype(ck.dtype), (slot, 0, 0, 0)),
+                              jax.lax.dynamic_update_slice(cv, pv.astype(cv.dtype), (slot, 0, 0, 0))))
+            state["cache"] = self._constrain_cache(cache)
+        for k, v in scalars.items():
+            state[k] = state[k].at[slot].set(v.astype(state[k].dtype))
+        state["count"] = state["count"].at[slot].set(0)
+        state["stop_state"] = state["stop_state"].at[slot].set(0)
+        state["active"] = state["active"].at[slot].set(True)
+        return state
+
+    def free(self, slot: int) -> None:
+        with self._ctx():
+            self.state = self._free(self.state, jnp.int32(slot))
+
+    def _free_fn(self, state, slot):
+        return {**state, "active": state["active"].at[slot].set(False)}
+
+    # ----- decode ---------------------------------------------------------
+    def decode(self, tables) -> jax.Array:
+        """Runs `steps` decode steps; returns packed `[N, T, 3]` float32 (token,
+        log-prob, end code) still on device, its host copy already started."""
+        with self._ctx():
+            self.state, packed = self._decode(self.params, self.state, tables)
+        packed.copy_to_host_async()
+        return packed
+
+    def _decode_fn(self, params, state, tables):
+        next_state, match_bits, eos_ids = tables
+        policy = nnx.merge(self.graphdef, params)
+        n, steps = self.num_slots, self.steps
+        out0 = jnp.zeros((n, steps, 3), jnp.float32)
+
+        def step(t, carry):
+            st, out = carry
+            logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"])
+            keys = slot_keys(st["seed"], st["candidate"], st["count"])
+            tok, lp = sample(logits[:, 0], keys, st["temperature"], st["top_k"], st["top_p"])
+            run = st["active"]
+            hit = (match_bits[st["stop_state"], tok] & st["stop_mask"]) != 0
+            eos = jnp.any(tok[:, None] == eos_ids[None, :], axis=-1)
+            count = st["count"] + run
+            length = (count >= st["max_new"]) | (st["pos"] + 2 >= self.max_seq_len)
+            code = jnp.where(hit, STOP, jnp.where(eos, EOS, jnp.where(length, LENGTH, TOKEN)))
+            code = jnp.where(run, code, IDLE)
+            row = jnp.stack([tok.astype(jnp.float32), lp, code.astype(jnp.float32)], -1)
+            out = out.at[:, t].set(row)
+            st = {**st, "cache": self._constrain_cache(_layer_caches(cache)),
+                  "token": jnp.where(run, tok, st["token"]),
+                  "pos": st["pos"] + (run & (code == TOKEN)),
+                  "count": count,
+                  "stop_state": jnp.where(run, next_state[st["stop_state"], tok], st["stop_state"]),
+                  "active": run & (code == TOKEN)}
+            return st, out
+
+        return jax.lax.fori_loop(0, steps, step, (state, out0))
+
+
+def eos_array(tokenizer) -> np.ndarray:
+    """The tokenizer's end-of-sequence ids, padded with -1 to a fixed length."""
+    ids = []
+    eos = getattr(tokenizer, "eos_token_id", None)
+    for i in (eos if isinstance(eos, (list, tuple)) else [eos]):
+        if i is not None and i not in ids:
+            ids.append(int(i))
+    ids = ids[:_MAX_EOS]
+    return np.asarray(ids + [-1] * (_MAX_EOS - len(ids)), np.int32)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_token_texts(tokenizer_id: int, tokenizer, vocab_size: int) -> tuple:
+    del tokenizer_id
+    return tuple(stops_lib.token_texts(tokenizer, vocab_size))
+
+
+def stop_tables_for(tokenizer, vocab_size: int, stops: List[str], num_states: int):
+    texts = _cached_token_texts(id(tokenizer), tokenizer, vocab_size)
+    return stops_lib.token_tables(texts, stops, num_states)
+
+
+def states_needed(stops: Sequence[str]) -> int:
+    """Automaton states of `stops`, rounded up to a power of two (>= 16)."""
+    n = 1 + sum(len(s) for s in stops)
+    size = 16
+    while size < n:
+        size *= 2
+    return size
+
+

@@ -1,0 +1,202 @@
+"""Pure, jitted train steps: SFT cross-entropy, PPM pairwise (Bradley-Terry)
+and PQM (MSE on Q), with AdamW, gradient clipping and accumulation.
+
+Parameters are a plain nested dict (`nnx` pure dict), merged into the
+module inside the step, so the train state is an ordinary pytree that
+Orbax saves and restores onto any mesh. Every loss is a ratio
+`numerator / denominator` where the denominator does not depend on the
+parameters (trained tokens, summed pair weights); accumulation sums the
+numerator's gradient over microbatches and divides once, so an
+accumulated step equals the full-batch step exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from rstar_jax.config.schema import OptimConfig, PPMConfig
+from rstar_jax.models.decoder import score_transform
+from rstar_jax.models.sharding import sharding_context
+
+Array = jax.Array
+Batch = Dict[str, Array]
+# A loss returns (numerator, stats) with stats summed over microbatches;
+# stats["denom"] divides the numerator.
+LossFn = Callable[[nnx.Module, Batch], Tuple[Array, Dict[str, Array]]]
+
+
+def lm_loss(model: nnx.Module, batch: Batch):
+    """Summed token cross-entropy on weighted targets.
+
+    batch: inputs/targets/positions `[B, T]` int32, weights `[B, T]`,
+    optional segment_ids `[B, T]`.
+    """
+    logits, _ = model(batch["inputs"], batch["positions"], segment_ids=batch.get("segment_ids"))
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+    w = batch["weights"]
+    correct = (jnp.argmax(logits, -1) == batch["targets"]) * w
+    return jnp.sum(nll * w), {"denom": jnp.sum(w), "correct": jnp.sum(correct)}
+
+
+def pair_scores(model: nnx.Module, batch: Batch, ppm: PPMConfig) -> Array:
+    """Transformed scores `[R, 2]` (pos, neg) of a pair batch: tokens
+    `[R, 2, T]`, lengths `[R, 2]`. The transform is the one search uses."""
+    r, _, t = batch["tokens"].shape
+    raw = model(batch["tokens"].reshape(r * 2, t), batch["lengths"].reshape(r * 2))
+    return score_transform(raw, ppm).reshape(r, 2)
+
+
+def bt_terms(scores: Array, weights: Array):
+    """Bradley-Terry numerator and stats from scores `[R, 2]`, weights `[R]`:
+    loss = sum_r w_r * -log sigmoid(s_pos - s_neg) / sum_r w_r."""
+    margin = scores[:, 0] - scores[:, 1]
+    num = jnp.sum(weights * -jax.nn.log_sigmoid(margin))
+    stats = {"denom": jnp.sum(weights), "correct": jnp.sum(margin > 0).astype(jnp.float32),
+             "pairs": jnp.asarray(scores.shape[0], jnp.float32)}
+    return num, stats
+
+
+def pqm_terms(scores: Array, weights: Array, q: Array):
+    """PQM ablation: weighted MSE of both scores on their Q targets `[R, 2]`."""
+    num = jnp.sum(weights * jnp.mean(jnp.square(scores - q), axis=-1))
+    margin = scores[:, 0] - scores[:, 1]
+    stats = {"denom": jnp.sum(weights), "correct": jnp.sum(margin > 0).astype(jnp.float32),
+             "pairs": jnp.asarray(scores.shape[0], jnp.float32)}
+    return num, stats
+
+
+def ppm_loss_fn(ppm: PPMConfig, kind: str) -> LossFn:
+    """The PPM loss: `bt` (pairwise, the paper) or `pqm` (MSE on Q)."""
+    def loss(model, batch):
+        s = pair_scores(model, batch, ppm)
+        if kind == "pqm":
+            return pqm_terms(s, batch["weights"], batch["q"])
+        return bt_terms(s, batch["weights"])
+    return loss
+
+
+def schedule(opt: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Warmup to the peak, then linear (or cosine) decay to 0, or constant."""
+    decay = max(total_steps - opt.warmup_steps, 1)
+    if opt.schedule == "linear":
+        main = optax.linear_schedule(opt.learning_rate, 0.0, decay)
+    elif opt.schedule == "cosine":
+        main = optax.cosine_decay_schedule(opt.learning_rate, decay)
+    else:
+        main = optax.constant_schedule(opt.learning_rate)
+    if opt.warmup_steps <= 0:
+        return main
+    warm = optax.linear_schedule(0.0, opt.learning_rate, opt.warmup_steps)
+    return optax.join_schedules([warm, main], [opt.warmup_steps])
+
+
+def optimizer(opt: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW (decoupled decay, all matrices and vectors)."""
+    parts = []
+    if opt.grad_clip and opt.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(opt.grad_clip))
+    parts.append(optax.adamw(schedule(opt, total_steps), b1=opt.b1, b2=opt.b2,
+                             weight_decay=opt.weight_decay))
+    return optax.chain(*parts)
+
+
+def _microbatches(batch: Batch, accum: int) -> Batch:
+    """`[B, ...]` -> `[accum, B/accum, ...]` taking rows j, j+accum, ... into
+    microbatch j, so each device's contiguous block of rows stays local."""
+    def split(x):
+        b = x.shape[0]
+        if b % accum:
+            raise ValueError(f"batch {b} is not divisible by grad_accum {accum}")
+        return jnp.swapaxes(x.reshape((b // accum, accum) + x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def grads_and_stats(graphdef, params, batch: Batch, loss_fn: LossFn, accum: int):
+    """Summed numerator gradient and summed stats (numerator in `num`) over
+    `accum` microbatches."""
+    def num(p, mb):
+        n, stats = loss_fn(nnx.merge(graphdef, p), mb)
+        return n, dict(stats, num=n)
+
+    grad_fn = jax.grad(num, has_aux=True)
+    if accum == 1:
+        g, stats = grad_fn(params, batch)
+    else:
+        def body(carry, mb):
+            g_acc, s_acc = carry
+            g, s = grad_fn(params, mb)
+            return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
+
+        mbs = _microbatches(batch, accum)
+        first = jax.tree.map(lambda x: x[0], mbs)
+        s_shape = jax.eval_shape(lambda: grad_fn(params, first)[1])
+        zero = (jax.tree.map(jnp.zeros_like, params),
+                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), s_shape))
+        (g, stats), _ = jax.lax.scan(body, zero, mbs)
+    return g, stats
+
+
+def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, *,
+                    accum: int = 1, mesh=None, rules=None, state_shardings=None,
+                    batch_shardings=None):
+    """A jitted `step(state, batch) -> (state, metrics)`.
+
+    `state` = {"params", "opt_state", "step"}; metrics are replicated
+    scalars: num, denom, correct (and pairs for PPM), grad_norm.
+    With a mesh the step traces inside the sharding context (activation
+    constraints by the training rules) and keeps the state's shardings.
+    """
+    def step(state, batch):
+        g, stats = grads_and_stats(graphdef, state["params"], batch, loss_fn, accum)
+        denom = jnp.maximum(stats["denom"], 1e-9)
+        g = jax.tree.map(lambda x: x / denom, g)
+        updates, opt_state = tx.update(g, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = dict(stats)
+        metrics["grad_norm"] = optax.global_norm(g)
+        new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+        return new, metrics
+
+    def traced(state, batch):
+        if mesh is None:
+            return step(state, batch)
+        with sharding_context(mesh, rules):
+            return step(state, batch)
+
+    if mesh is None:
+        return jax.jit(traced, donate_argnums=(0,))
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(traced, donate_argnums=(0,),
+                   in_shardings=(state_shardings, batch_shardings),
+                   out_shardings=(state_shardings, replicated))
+
+
+def make_eval_step(graphdef, loss_fn: LossFn, *, mesh=None, rules=None):
+    """A jitted `eval(params, batch) -> stats` (numerator in `num`)."""
+    def ev(params, batch):
+        def run():
+            num, stats = loss_fn(nnx.merge(graphdef, params), batch)
+            return dict(stats, num=num)
+        if mesh is None:
+            return run()
+        with sharding_context(mesh, rules):
+            return run()
+    return jax.jit(ev)
+
+
+def metrics_from_stats(stats: Dict[str, float], num_key: str = "num") -> Dict[str, float]:
+    """Host-side: loss and accuracy from summed stats."""
+    out = {"loss": stats[num_key] / max(stats["denom"], 1e-9)}
+    if "pairs" in stats:
+        out["pair_accuracy"] = stats["correct"] / max(stats["pairs"], 1.0)
+    else:
+        out["token_accuracy"] = stats["correct"] / max(stats["denom"], 1e-9)
+    return out

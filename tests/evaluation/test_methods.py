@@ -1,0 +1,118 @@
+"""The real method runners over the search package's mock engine, fake
+executor and mock PPM ("What is A + B?"; offset 0 is the right path)."""
+
+import dataclasses
+
+import pytest
+
+from rstar_jax.config.schema import Config
+from rstar_jax.data.problems import Problem
+from rstar_jax.evaluation import harness, methods
+from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+
+
+def make_cfg(**mcts):
+    cfg = Config()
+    base = dict(rollouts=4, candidates=2, errors_threshold=2, trees_in_flight=2, beam_width=2,
+                temperature=0.8)
+    base.update(mcts)
+    return dataclasses.replace(
+        cfg, mcts=dataclasses.replace(cfg.mcts, **base),
+        eval=dataclasses.replace(cfg.eval, k=4, chunk_size=2, bootstrap_samples=50),
+        logging=dataclasses.replace(cfg.logging, progress=False))
+
+
+PROBLEMS = [Problem(f"p{i}", f"What is {3 + i} + 4?", str(7 + i)) for i in range(3)]
+
+
+def runner(scorer=True):
+    return methods.make_runner(MockEngine(steps=2, seeded=True), FakeExecutor(),
+                               MockScorer() if scorer else None, MOCK_HOOKS)
+
+
+def evaluate(tmp_path, method, run=None):
+    return harness.evaluate(make_cfg(), ["add"], method, str(tmp_path / method),
+                            run_method=run or runner(), problems={"add": PROBLEMS})
+
+
+def test_greedy_solves_the_mock_problems(tmp_path):
+    out = evaluate(tmp_path, "greedy")
+    s = out["summaries"][0]
+    assert s["accuracy"] == 100.0 and s["n"] == 3 and s["avg_candidates"] == 1.0
+    rec = harness.ResultStore(str(tmp_path / "greedy" / "add" / "results.jsonl")).load()["p1"]
+    assert rec.preds == ["8"] and rec.chosen == "8" and rec.scores is None
+    assert rec.outputs[0].startswith("<code>\n# Step 1: start\nx = 4 + 0")
+    assert rec.outputs[0].endswith("<end_of_answer>")
+    assert rec.prompt.startswith("<|user|>:\nWhat is 4 + 4?\n\n<|assistant|>:")
+
+
+@pytest.mark.parametrize("method", ["majority", "best_of_n", "beam", "mcts_ppm"])
+def test_each_method_end_to_end(tmp_path, method):
+    out = evaluate(tmp_path, method)
+    s = out["summaries"][0]
+    recs = harness.ResultStore(str(tmp_path / method / "add" / "results.jsonl")).load()
+    assert len(recs) == 3
+    for r in recs.values():
+        assert r.preds and len(r.outputs) == len(r.preds)
+        assert (r.scores is not None) == (method in methods.NEEDS_PPM)
+        # Mock answers are A + B + offsets, offsets >= 0.
+        assert all(p is None or int(p) >= int(r.gold) for p in r.preds)
+    if method == "best_of_n":
+        # The mock PPM scores even answers 0.9, odd -0.9: best-of-N picks an even one.
+        assert all(int(r.chosen) % 2 == 0 for r in recs.values() if r.chosen)
+    assert 0.0 <= s["accuracy"] <= 100.0 and s["pass@k"] >= s["accuracy"]
+
+
+def test_scored_methods_need_a_scorer(tmp_path):
+    with pytest.raises(methods.MethodUnavailable, match="needs a PPM"):
+        evaluate(tmp_path, "best_of_n", runner(scorer=False))
+
+
+def test_counting_engine_attributes_tokens():
+    from rstar_jax.data.prompts import policy_prompt
+    from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
+
+    class Fixed:
+        def generate(self, requests):
+            return [[Completion("x", (1, 2, 3), "eos")] * r.params.n for r in requests]
+
+    eng = methods.CountingEngine(Fixed())
+    eng.generate([GenerationRequest(policy_prompt("Q1", "<code>"), SamplingParams(n=2)),
+                  GenerationRequest(policy_prompt("Q2"), SamplingParams(n=1)),
+                  GenerationRequest(policy_prompt("Q1", "<code>\nx"), SamplingParams(n=1))])
+    assert dict(eng.tokens) == {"Q1": 9, "Q2": 3}
+
+
+def test_method_config_views():
+    cfg = make_cfg()
+    assert methods.method_config("greedy", cfg).mcts.mode == "greedy"
+    maj = methods.method_config("majority", cfg).mcts
+    assert maj.mode == "best_of_n" and maj.best_of_n == 4
+    m = methods.method_config("mcts_ppm", cfg).mcts
+    assert m.mode == "mcts" and m.terminal_value == "ppm"
+
+
+def test_session_rebuilds_when_the_model_changes(monkeypatch):
+    import rstar_jax.execution.pool as pool
+    import rstar_jax.inference as inf
+
+    built = []
+    monkeypatch.setattr(inf, "load_policy_engine", lambda cfg: built.append(("engine", cfg.seed))
+                        or object())
+    monkeypatch.setattr(inf, "load_ppm_scorer", lambda cfg: built.append(("ppm", cfg.seed))
+                        or object())
+    monkeypatch.setattr(pool, "ExecutorPool", lambda c: FakeExecutor())
+    cfg = make_cfg()
+    try:
+        methods._session(cfg, False)
+        methods._session(cfg, True)
+        methods._session(cfg, True)
+        assert built == [("engine", 0), ("ppm", 0)]
+        other = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint="/x"))
+        methods._session(other, True)
+        assert built[2:] == [("engine", 0), ("ppm", 0)]
+        ppm2 = dataclasses.replace(other, ppm=dataclasses.replace(other.ppm, checkpoint="/p"))
+        methods._session(ppm2, True)
+        assert built[4:] == [("ppm", 0)]
+    finally:
+        methods.close_session()

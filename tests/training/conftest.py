@@ -1,0 +1,6 @@
+"""Makes `helpers` (also used by the subprocess scripts here) importable."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
