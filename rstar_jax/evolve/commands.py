@@ -12,7 +12,6 @@ def _evolve(args: argparse.Namespace) -> int:
     from rstar_jax.config.loader import load_config
     from rstar_jax.evolve.context import MissingInput
     from rstar_jax.evolve.runner import run_evolve
-    from rstar_jax.evolve.stages import NoTrainingData
     from rstar_jax.utils.logging import setup_logging
 
     setup_logging(load_config(args.config, args.overrides).logging.level)
@@ -21,9 +20,6 @@ def _evolve(args: argparse.Namespace) -> int:
     except MissingInput as e:
         print(f"rstar-jax evolve: {e}", file=sys.stderr)
         return 2
-    except NoTrainingData as e:
-        print(f"rstar-jax evolve: {e}", file=sys.stderr)
-        return 1
     return 0
 
 

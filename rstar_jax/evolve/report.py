@@ -9,10 +9,13 @@ majority vote vs greedy at equal trajectory counts. `report.json`:
    "rounds": [{"round": 1, "solved_share": ..., "greedy_acc": ..., "mcts_ppm_acc": ...,
                "ppm_pair_acc": ..., "majority_acc": ..., "ppm_selected_acc": ...,
                "trajectories": ...}, ...],
-   "wall_s": ...}
+   "wall_s": ...,
+   "notes": ["round 1: search produced no preference pair; ...", ...]}
 
 Accuracies are fractions in [0, 1]; a value no stage produced is null.
-Metrics are merged over a round's stages in plan order (search gives
+`notes` are the reasons stages logged for carrying a model over (a round
+whose search verified nothing keeps its policy; one without preference pairs
+keeps its PPM). Metrics are merged over a round's stages in plan order (search gives
 `solved_share`, ppm `ppm_pair_acc`, eval the accuracies).
 """
 
@@ -32,7 +35,7 @@ ROUND_KEYS = ("solved_share", "greedy_acc", "mcts_ppm_acc", "ppm_pair_acc", "maj
 _HEADERS = ("round", "solved", "greedy", "mcts+ppm", "ppm pairs", "majority", "ppm-selected", "traj")
 
 
-def _merged_metrics(run_dir: str, stages: Sequence[tuple]) -> tuple:
+def _merged_metrics(run_dir: str, stages: Sequence[tuple], notes: List[str]) -> tuple:
     metrics: Dict[str, Any] = {}
     wall = 0.0
     for rnd, name in stages:
@@ -40,6 +43,7 @@ def _merged_metrics(run_dir: str, stages: Sequence[tuple]) -> tuple:
         if m is None:
             continue
         metrics.update(m.get("metrics", {}))
+        notes.extend(m.get("notes", []))
         wall += float(m.get("timings", {}).get("wall_s", 0.0))
     return metrics, wall
 
@@ -50,15 +54,16 @@ def build_report(run_dir: str, plan) -> Dict[str, Any]:
     for s in plan:
         by_round.setdefault(s.round, []).append((s.round, s.name))
     total_wall = 0.0
-    base_metrics, wall = _merged_metrics(run_dir, by_round.get(0, []))
+    notes: List[str] = []
+    base_metrics, wall = _merged_metrics(run_dir, by_round.get(0, []), notes)
     total_wall += wall
     rounds = []
     for rnd in sorted(r for r in by_round if r > 0):
-        metrics, wall = _merged_metrics(run_dir, by_round[rnd])
+        metrics, wall = _merged_metrics(run_dir, by_round[rnd], notes)
         total_wall += wall
         rounds.append({"round": rnd, **{k: metrics.get(k) for k in ROUND_KEYS}})
     return {"base": {"greedy_acc": base_metrics.get("greedy_acc")}, "rounds": rounds,
-            "wall_s": round(total_wall, 3)}
+            "wall_s": round(total_wall, 3), "notes": notes}
 
 
 def _pct(v: Optional[float]) -> str:
@@ -94,6 +99,7 @@ def _markdown(report: Dict[str, Any]) -> str:
         "`ppm-selected`: answer choice among `traj` trajectories per problem vs greedy.", "",
         head, sep, *rows, "",
         f"Total stage time: {report['wall_s']:.1f} s.", "",
+        *([f"Carried over: {n}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])),
         "![accuracy](accuracy.png) ![solved](solved.png) ![selection](selection.png)", "",
     ])
 
@@ -154,4 +160,6 @@ def write_report(run_dir: str, plan, echo: Optional[Callable[[str], None]] = pri
         log.warning("could not draw the report plots: %s", e)
     if echo is not None:
         echo(format_table(report))
+        for note in report["notes"]:
+            echo(f"note: {note}")
     return report

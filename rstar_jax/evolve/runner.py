@@ -104,6 +104,7 @@ def run_stage(spec: StageSpec, run_dir: str, revision: Optional[str]) -> Dict[st
         "outputs": _relative(result.get("outputs", {}), ctx.out_dir),
         "counts": dict(result.get("counts", {})),
         "metrics": dict(result.get("metrics", {})),
+        "notes": list(result.get("notes", [])),
         "timings": {"started": started, "finished": _now(), "wall_s": round(wall, 3)},
         "git_revision": revision,
     }

@@ -148,8 +148,9 @@ def sft(ctx: StageContext) -> Dict[str, Any]:
     data, init = ctx.output(ctx.round, "extract", "sft"), ctx.sft_init()
     if _empty(data):
         # Search verified nothing: the round keeps its starting policy.
-        log.warning("round %d: no SFT record; the policy stays %s", ctx.round, init)
-        return {"outputs": {"model": init}, "counts": {"examples": 0}}
+        reason = f"round {ctx.round}: search verified no trajectory; the policy stays {init}"
+        log.warning("%s", reason)
+        return {"outputs": {"model": init}, "counts": {"examples": 0}, "notes": [reason]}
     from rstar_jax.training import train_policy
 
     summary = train_policy(_with_tokenizer(ctx), data, ctx.path("train"), init_from=init)
@@ -161,10 +162,6 @@ def _empty(path: str) -> bool:
         return not any(line.strip() for line in f)
 
 
-class NoTrainingData(RuntimeError):
-    """A round produced no data to train its PPM on, and there is no earlier one."""
-
-
 def ppm(ctx: StageContext) -> Dict[str, Any]:
     """The round's PPM from `ctx.ppm_init()` on the extracted pairs.
 
@@ -174,13 +171,15 @@ def ppm(ctx: StageContext) -> Dict[str, Any]:
     data = ctx.output(ctx.round, "extract", "ppm")
     if _empty(data):
         previous = ctx.output(ctx.round - 1, "ppm", "model", required=False) if ctx.round > 1 else None
-        if previous is None:
-            raise NoTrainingData(
-                f"round {ctx.round}: search produced no preference pair (no problem had both a "
-                "correct and a wrong answer), so there is no PPM to train; a stronger base model "
-                "or a larger search budget (mcts.rollouts, mcts.candidates) is needed")
-        log.warning("round %d: no preference pair; keeping the PPM %s", ctx.round, previous)
-        return {"outputs": {"model": previous}, "counts": {"examples": 0}}
+        # No problem had both a correct and a wrong answer. Keep the previous
+        # PPM; with none, the PPM's initialisation (a policy checkpoint, which
+        # the loader gives a fresh, seeded value head) stands in, untrained.
+        kept = previous or ctx.ppm_init()
+        reason = (f"round {ctx.round}: search produced no preference pair; the PPM stays {kept}"
+                  + ("" if previous else " (untrained value head)"))
+        log.warning("%s", reason)
+        return {"outputs": {"model": kept}, "counts": {"examples": 0},
+                "metrics": {}, "notes": [reason]}
     from rstar_jax.training import train_ppm
 
     summary = train_ppm(_with_tokenizer(ctx), data, ctx.path("train"), init_from=ctx.ppm_init())

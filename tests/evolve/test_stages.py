@@ -119,10 +119,9 @@ def test_sft_and_ppm_stages_start_from_the_right_models(tmp_path, monkeypatch):
 
 
 def test_empty_round_data_keeps_models_or_says_why(tmp_path, monkeypatch):
-    import pytest
 
     import rstar_jax.training
-    from rstar_jax.evolve.stages import NoTrainingData, ppm, sft
+    from rstar_jax.evolve.stages import ppm, sft
 
     monkeypatch.setattr(rstar_jax.training, "train_policy", None, raising=False)
     run = str(tmp_path)
@@ -133,8 +132,11 @@ def test_empty_round_data_keeps_models_or_says_why(tmp_path, monkeypatch):
     _finished(run, 2, "extract", {"sft": str(empty), "ppm": str(empty)})
     out = sft(StageContext(cfg=cfg, run_dir=run, round=1, stage="sft"))
     assert out["outputs"]["model"] == "/base" and out["counts"] == {"examples": 0}
-    with pytest.raises(NoTrainingData, match="no preference pair"):
-        ppm(StageContext(cfg=cfg, run_dir=run, round=1, stage="ppm"))
+    assert "policy stays /base" in out["notes"][0]
+    # Round 1 without pairs: the PPM's init (the base policy) stands in, untrained.
+    out = ppm(StageContext(cfg=cfg, run_dir=run, round=1, stage="ppm"))
+    assert out["outputs"]["model"] == "/base" and out["counts"] == {"examples": 0}
+    assert "no preference pair" in out["notes"][0] and "untrained" in out["notes"][0]
     _finished(run, 1, "ppm", {"model": "/m/ppm1"})
     out = ppm(StageContext(cfg=cfg, run_dir=run, round=2, stage="ppm"))
     assert out["outputs"]["model"] == "/m/ppm1"
