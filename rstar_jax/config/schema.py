@@ -173,6 +173,8 @@ class MCTSConfig:
     beam_width: int = 4
     best_of_n: int = 8
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
+    # A reference-format few_shots.json (or its directory; optional mcts_prompt.json beside it).
+    few_shot_path: Optional[str] = None
     # Baselines: beam search keeps `beam_width` partial solutions and samples
     # `beam_expand` candidates from each (0: `candidates`).
     beam_expand: int = 0

@@ -20,6 +20,7 @@ import dataclasses
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from rstar_jax.data.problems import Problem
+from rstar_jax.data.prompts import make_prompt_fn
 from rstar_jax.search import tree as T
 from rstar_jax.search.driver import ProblemResult
 from rstar_jax.search.expansion import Expander, Hooks, Job, Timers, request_seed
@@ -33,7 +34,7 @@ def _expander(cfg, engine, executor, scorer, hooks, timers, *, init: bool) -> Ex
         ppm_init_value=bool(init and scorer is not None),
     )
     return Expander(m, engine, executor, scorer, hooks, assistant_sep=cfg.data.assistant_sep,
-                    timers=timers)
+                    timers=timers, prompt_fn=make_prompt_fn(cfg))
 
 
 def _paths_search(cfg, problems, expander: Expander, n_paths: int, temperature: float,

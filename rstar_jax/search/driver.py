@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional
 
 from rstar_jax.data.problems import Problem
+from rstar_jax.data.prompts import make_prompt_fn
 from rstar_jax.search import tree as T
 from rstar_jax.search.expansion import Expander, Hooks, Job, Pending, Timers, request_seed
 
@@ -81,7 +82,8 @@ class MCTSDriver:
         self.mcts = cfg.mcts
         self.timers = Timers()
         self.expander = Expander(cfg.mcts, engine, executor, scorer, hooks,
-                                 assistant_sep=cfg.data.assistant_sep, timers=self.timers)
+                                 assistant_sep=cfg.data.assistant_sep, timers=self.timers,
+                                 prompt_fn=make_prompt_fn(cfg))
         self.budgets = tree_budgets(cfg.mcts)
         self.rollouts_done = 0
 

@@ -101,19 +101,24 @@ class Expander:
     """Creates children for batches of leaves (see module docstring)."""
 
     def __init__(self, mcts_cfg, engine, executor, scorer=None, hooks: Optional[Hooks] = None,
-                 *, assistant_sep: str = "\n\n", timers: Optional[Timers] = None):
+                 *, assistant_sep: str = "\n\n", timers: Optional[Timers] = None,
+                 prompt_fn=None):
         self.cfg = mcts_cfg
         self.engine = engine
         self.executor = executor
         self.scorer = scorer
         self.hooks = hooks or default_hooks()
         self.sep = assistant_sep
+        # (question, partial) -> prompt; data.prompts.make_prompt_fn(cfg) for few-shot.
+        self.prompt_fn = prompt_fn
         self.timers = timers or Timers()
         if (mcts_cfg.ppm_init_value or mcts_cfg.terminal_value == "ppm") and scorer is None:
             raise ValueError("mcts.ppm_init_value / terminal_value=ppm need a PPM scorer")
 
     # -- prompts -----------------------------------------------------------------
     def prompt(self, problem: Problem, tree: T.Tree, index: int) -> str:
+        if self.prompt_fn is not None:
+            return self.prompt_fn(problem.question, tree.partial_solution(index))
         return policy_prompt(problem.question, tree.partial_solution(index), sep=self.sep)
 
     def params(self, n: int, seed: int, temperature: Optional[float] = None) -> SamplingParams:
