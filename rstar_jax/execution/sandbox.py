@@ -66,7 +66,7 @@ def isolate_network() -> str:
     return "audit-hook"
 
 
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 12, 1 << 14, 1 << 18
 _CLONE_NEWNS = 0x00020000
 SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 
@@ -86,10 +86,41 @@ def isolate_filesystem(tmp_size_mb: int) -> str:
         return "shared-tmp"
     opts = f"mode=0755,size={int(tmp_size_mb)}m".encode()
     for d in SHARED_WRITABLE:
-        if os.path.isdir(d):
+        if not os.path.isdir(d):
+            continue
+        # The interpreter, the venv or this package may live under /tmp (a
+        # clone in /tmp, say): keep those trees visible by binding them back
+        # into the fresh tmpfs through descriptors opened before it hides them.
+        keep = _needed_under(d)
+        fds = [os.open(k, os.O_PATH) for k in keep]
+        try:
             if _libc.mount(b"tmpfs", d.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) != 0:
                 return "shared-tmp"
+            for k, fd in zip(keep, fds):
+                os.makedirs(k, mode=0o755, exist_ok=True)
+                src = f"/proc/self/fd/{fd}".encode()
+                if _libc.mount(src, k.encode(), None, _MS_BIND | _MS_REC, None) != 0:
+                    return "shared-tmp"
+        finally:
+            for fd in fds:
+                os.close(fd)
     return "private-tmp"
+
+
+def _needed_under(directory: str) -> list:
+    """Top-level entries of `directory` that hold the interpreter's prefix,
+    an import path or this package (they must stay visible to programs)."""
+    import rstar_jax
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(rstar_jax.__file__)))
+    paths = {sys.prefix, sys.exec_prefix, package_root, *(p for p in sys.path if p)}
+    tops = set()
+    for p in paths:
+        for cand in {os.path.abspath(p), os.path.realpath(p)}:
+            if cand.startswith(directory + os.sep):
+                top = cand[len(directory) + 1:].split(os.sep)[0]
+                tops.add(os.path.join(directory, top))
+    return sorted(t for t in tops if os.path.isdir(t))
 
 
 def _block_sockets(event: str, args) -> None:

@@ -120,3 +120,16 @@ def test_dead_worker_is_replaced(pool):
     assert res.error and res.observation == "RuntimeError: executor worker died while running the program"
     assert [r.observation for r in pool.run(["print(5)", "print(6)"])] == ["5", "6"]
     assert pool.stats()["worker_restarts"] - restarts >= 1  # the idle one is replaced when next used
+
+
+def test_sandbox_keeps_the_interpreter_and_package_trees_visible():
+    # A clone under /tmp must stay importable after /tmp is hidden by tmpfs.
+    import os
+
+    import rstar_jax
+    from rstar_jax.execution.sandbox import _needed_under
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(rstar_jax.__file__)))
+    parent = os.path.dirname(root)
+    assert root in _needed_under(parent)
+    assert _needed_under("/nonexistent-dir") == []
