@@ -247,6 +247,10 @@ class DataConfig:
     arith_corpus_seed: int = 7_000_001
     arith_corpus_count: int = 4096
     arith_error_rates: List[float] = field(default_factory=lambda: [0.15, 0.3, 0.5, 0.7])
+    # Per operation kind (add, sub, mul, div, pct, mod), the probability that
+    # the corpus writes a step of that kind as its systematic wrong twin: the
+    # base model's wrong habits (data/corpus.py). Empty: no habits.
+    arith_habits: Dict[str, float] = field(default_factory=dict)
     tokenizer_vocab_size: int = 512  # the demo BPE's size (special tokens included)
 
 
@@ -339,6 +343,9 @@ class EvalConfig:
     # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
     # the reference README's majority over the top `top_k_vote`, or votes.
     mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
+    # Rollouts of the mcts_ppm method (None: `mcts.rollouts`, the search
+    # budget); the paper searches 64 rollouts per test problem.
+    mcts_rollouts: Optional[int] = None
     chunk_size: int = 16  # problems per runner call; each finished chunk is saved
     processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
     processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all

@@ -2,9 +2,23 @@
 
 The demo's base model is trained from scratch on this corpus, standing in for
 the paper's pretrained base model: it must learn the step format (spec
-section 2) but start *weak*. So a per-level share of the solutions carries one
-mistake, and the program's output and the boxed answer stay consistent with
-the (wrong) code, exactly as a fallible model's trajectory would be:
+section 2) but start *weak*. Two kinds of imperfection, both keeping the
+program's output and the boxed answer consistent with the (wrong) code,
+exactly as a fallible model's trajectory would be:
+
+*Habits* (`habits`, per operation kind): with probability `habits[kind]`
+every step of that kind is written as its systematic wrong twin. A habit
+above one half is the corpus's *majority* way of writing that step, so a
+model that learned the corpus well decodes it greedily: the base model fails
+the problems that need that operation however long it trains, while
+sampling (and MCTS with gold-answer verification) still finds the correct
+step often enough. That is the gap self-evolution closes: trained on its own
+verified trajectories, the policy's greedy choice flips to the correct step
+(the paper's "wrong habits of the base model", at toy scale). Majority vote
+over sampled answers follows the habit too, which a PPM trained on step
+pairs can see through.
+
+*Slips*: a per-level share of the solutions carries one random mistake:
 
   wrong_op       the operation's systematic wrong twin (a percentage kept
                  instead of removed, a quotient instead of a remainder,
@@ -14,13 +28,12 @@ the (wrong) code, exactly as a fallible model's trajectory would be:
   skip           the step is left out;
   off_by_one     the operand is one too large or too small.
 
-Mistakes land preferentially on the hard operations (percentages,
-remainders, division), so greedy decoding of the base model inherits them on
-the hardest levels while sampling still finds correct solutions that MCTS and
-the gold answer can verify: the room self-evolution should close.
+Slips land preferentially on the hard operations (percentages, remainders,
+division).
 
-Each record is `{"query", "response", "correct", "level", "error"}`, the same
-`query`/`response` layout as the reference's SFT files.
+Each record is `{"query", "response", "correct", "level", "error",
+"habits"}` (`habits`: how many steps were written as their wrong twin), the
+same `query`/`response` layout as the reference's SFT files.
 """
 
 from __future__ import annotations
@@ -70,18 +83,23 @@ def _choose_error_step(rng: random.Random, item: ArithItem) -> int:
 
 
 def solution_steps(
-    item: ArithItem, rng: Optional[random.Random] = None, error: Optional[str] = None
+    item: ArithItem, rng: Optional[random.Random] = None, error: Optional[str] = None,
+    twins: Sequence[int] = (),
 ) -> Tuple[List[Step], int]:
     """The steps of a solution of `item` and the value its code prints.
 
     With `error` set (one of `ERROR_KINDS`), one operation chosen by `rng`
-    (weighted towards hard operations) is made wrong in that way.
+    (weighted towards hard operations) is made wrong in that way. The
+    operations whose indices are in `twins` are written as their systematic
+    wrong twin (habits; a slip on the same step replaces it).
     """
     bad = _choose_error_step(rng, item) if error else -1
     steps = [Step(item.start_sentence[:-1], f"x = {item.start}")]
     executed: List[Tuple[str, int]] = []
     for i, op in enumerate(item.ops):
         kind, n, code = op.kind, op.n, op_code(op.kind, op.n)
+        if i in twins and i != bad:
+            code, kind = _twin_code(op.kind, n)
         if i == bad:
             if error == "skip":
                 continue
@@ -123,28 +141,52 @@ def _rates_by_level(error_rates: Sequence[float]) -> Dict[int, float]:
     return dict(zip(LEVELS, error_rates))
 
 
+def _check_habits(habits: Mapping[str, float]) -> None:
+    for kind, rate in habits.items():
+        if kind not in _WRONG_TWIN:
+            raise ValueError(f"habit for unknown operation kind {kind!r}; expected one of "
+                             f"{sorted(_WRONG_TWIN)}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"habit rates must lie in [0, 1], got {kind}: {rate}")
+
+
 def make_corpus(
     seed: int,
     count: int,
     levels: Sequence[int] = LEVELS,
     error_rates: Sequence[float] = DEFAULT_ERROR_RATES,
+    habits: Optional[Mapping[str, float]] = None,
 ) -> List[Mapping[str, object]]:
-    """`count` solved problems of stream `seed`; a per-level share is wrong.
+    """`count` solved problems of stream `seed`, imperfect as the module says.
 
-    Use a seed distinct from the train and test problem streams, so the base
-    model never sees the problems it is evaluated on.
+    Args:
+      seed: the corpus's problem stream; use one distinct from the train and
+        test streams, so the base model never sees the problems it is
+        evaluated on.
+      count: number of records.
+      levels: difficulty levels, cycling.
+      error_rates: per level 1..4, the share of solutions with one slip.
+      habits: per operation kind, the probability that a step of that kind
+        is written as its wrong twin (drawn per step).
     """
     rates = _rates_by_level(error_rates)
+    habits = dict(habits or {})
+    _check_habits(habits)
     records = []
     for item in generate_items(seed, count, levels):
         rng = random.Random(f"corpus:{seed}:{item.index}")
         error = rng.choice(ERROR_KINDS) if rng.random() < rates[item.level] else None
-        steps, value = solution_steps(item, rng, error)
+        # A separate stream for habits keeps the slips of a habit-free corpus
+        # unchanged (same seed, same records).
+        hrng = random.Random(f"habits:{seed}:{item.index}")
+        twins = [i for i, op in enumerate(item.ops) if hrng.random() < habits.get(op.kind, 0.0)]
+        steps, value = solution_steps(item, rng, error, twins)
         records.append({
             "query": item.question,
             "response": render_solution(steps, value),
             "correct": value == item.answer,
             "level": item.level,
             "error": error,
+            "habits": len(twins),
         })
     return records

@@ -64,7 +64,7 @@ def make_world(cfg: Config, out_dir: str) -> Dict[str, int]:
             write_problems(paths[name], problems)
     if not os.path.exists(paths["corpus.jsonl"]):
         corpus = make_corpus(d.arith_corpus_seed, d.arith_corpus_count, d.arith_levels,
-                             d.arith_error_rates)
+                             d.arith_error_rates, d.arith_habits)
         _write_jsonl(paths["corpus.jsonl"], corpus)
     corpus = read_corpus(paths["corpus.jsonl"])
     if not os.path.exists(paths["tokenizer"]):

@@ -55,7 +55,8 @@ def method_config(method: str, cfg):
     elif method == "beam":
         m = replace(m, mode="beam")
     elif method == "mcts_ppm":
-        m = replace(m, mode="mcts", terminal_value="ppm")
+        m = replace(m, mode="mcts", terminal_value="ppm",
+                    rollouts=cfg.eval.mcts_rollouts or m.rollouts)
     else:
         raise ValueError(f"unknown method {method!r}")
     return replace(cfg, mcts=m)

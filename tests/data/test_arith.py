@@ -110,3 +110,38 @@ def test_corpus_error_rates_zero_and_validated():
     assert all(r["correct"] for r in make_corpus(1, 80, error_rates=[0, 0, 0, 0]))
     with pytest.raises(ValueError, match="one error rate per level"):
         make_corpus(1, 4, error_rates=[0.1])
+
+
+def _pct_lines(response):
+    """(correct, twin) counts of percentage steps in a response."""
+    right = len(re.findall(r"x = x - x \* \d+ // 100", response))
+    twin = len(re.findall(r"x = x \* \d+ // 100", response))
+    return right, twin
+
+
+def test_corpus_habits_make_the_wrong_twin_the_majority_step():
+    no_slips = [0, 0, 0, 0]
+    records = make_corpus(5, 800, levels=[4], error_rates=no_slips, habits={"pct": 0.7})
+    right = twin = 0
+    for r in records:
+        a, b = _pct_lines(r["response"])
+        right, twin = right + a, twin + b
+        assert r["habits"] == b
+        printed = int(re.search(r"<output>(-?\d+)<end_of_output>", r["response"]).group(1))
+        assert _exec_code(r["response"]) == printed
+    share = twin / (right + twin)
+    assert right + twin > 500 and 0.65 < share < 0.75, share
+    # A habit-free corpus is the same whatever other streams draw.
+    plain = make_corpus(5, 50, error_rates=[0.2, 0.4, 0.6, 0.8])
+    assert plain == [dict(r, habits=0) for r in make_corpus(5, 50, error_rates=[0.2, 0.4, 0.6, 0.8],
+                                                            habits={})]
+    # Habits change nothing on problems without that kind of step.
+    base = make_corpus(5, 40, levels=[1], error_rates=no_slips)
+    assert base == make_corpus(5, 40, levels=[1], error_rates=no_slips, habits={"pct": 1.0})
+
+
+def test_corpus_habits_validated():
+    with pytest.raises(ValueError, match="unknown operation kind 'pow'"):
+        make_corpus(1, 4, habits={"pow": 0.5})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        make_corpus(1, 4, habits={"pct": 1.5})

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from rstar_jax.config.schema import Config
+from rstar_jax.config.schema import Config, replace
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import harness, methods
 from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
@@ -90,6 +90,11 @@ def test_method_config_views():
     assert maj.mode == "best_of_n" and maj.best_of_n == 4
     m = methods.method_config("mcts_ppm", cfg).mcts
     assert m.mode == "mcts" and m.terminal_value == "ppm"
+    assert m.rollouts == cfg.mcts.rollouts
+    eval_budget = replace(cfg, eval=replace(cfg.eval, mcts_rollouts=3))
+    assert methods.method_config("mcts_ppm", eval_budget).mcts.rollouts == 3
+    # The search budget of the other methods is untouched.
+    assert methods.method_config("greedy", eval_budget).mcts.rollouts == cfg.mcts.rollouts
 
 
 def test_session_rebuilds_when_the_model_changes(monkeypatch):

@@ -15,7 +15,7 @@ REDUCED = [
     "data.arith_corpus_count=600", "evolve.pretrain.max_steps=200", "evolve.pretrain.batch_size=16",
     "train.sft.max_steps=8", "train.ppm.max_steps=8", "mcts.rollouts=4", "mcts.candidates=3",
     "mcts.unsolved_rollouts=0", "mcts.unsolved_seeds=0", "mcts.second_tree_for_unsolved=false",
-    "eval.k=2", "logging.progress=false",
+    "eval.k=2", "eval.mcts_rollouts=2", "logging.progress=false",
 ]
 ROUND_KEYS = {"round", "solved_share", "greedy_acc", "mcts_ppm_acc", "ppm_pair_acc", "majority_acc",
               "ppm_selected_acc", "trajectories"}
