@@ -38,12 +38,23 @@ _LEVEL_KINDS = {
     3: ("add", "sub", "mul", "div"),
     4: ("add", "sub", "mul", "div", "pct"),
 }
+# Several phrasings per kind, and no phrasing twice in one problem: a step's
+# comment copies its sentence, and with two identical prefixes ("She gives
+# away 16. She gives away 19.") a sub-million-parameter model cannot tell
+# which one it is at (measured: most level-2 failures of the demo's base
+# were such copies). Distinct prefixes make each copy unambiguous.
 _SENTENCES = {
-    "add": ("{P} buys {n} more.", "{P} finds {n} more."),
-    "sub": ("{P} gives away {n}.", "{P} loses {n}."),
-    "mul": ("{P} gets {n} times as many.",),
-    "div": ("{P} keeps 1/{n} of them.",),
-    "pct": ("{P} sells {n}% of them.",),
+    "add": ("{P} buys {n} more.", "{P} finds {n} more.", "{P} wins {n} more.",
+            "{P} picks up {n} more.", "{P} is given {n} more."),
+    "sub": ("{P} gives away {n}.", "{P} loses {n}.", "{P} drops {n}.", "{P} trades away {n}.",
+            "{P} lends out {n}."),
+    "mul": ("{P} gets {n} times as many.", "{P} ends up with {n} times as many.",
+            "{P} multiplies them by {n}.", "{P} scales them up {n} times.",
+            "{P} makes the pile {n} times bigger."),
+    "div": ("{P} keeps 1/{n} of them.", "{P} saves 1/{n} of them.", "{P} holds on to 1/{n} of them.",
+            "{P} sets aside 1/{n} of them.", "{P} puts 1/{n} of them on a shelf."),
+    "pct": ("{P} sells {n}% of them.", "{P} donates {n}% of them.", "{P} spends {n}% of them.",
+            "{P} gives {n}% of them to a friend.", "{P} recycles {n}% of them."),
     "mod": ("{P} packs them in boxes of {n}.",),
 }
 _PERCENTS = (10, 20, 25, 50, 75)
@@ -147,6 +158,7 @@ def _chain(rng: random.Random, level: int, start: int, pronoun: str) -> Optional
     # Level 4 ends with a remainder question half of the time.
     final_mod = level == 4 and rng.random() < 0.5
     ops: List[Op] = []
+    used: set = set()
     x = start
     for i in range(count):
         if final_mod and i == count - 1:
@@ -157,12 +169,15 @@ def _chain(rng: random.Random, level: int, start: int, pronoun: str) -> Optional
             choices = kinds
         for _ in range(20):
             kind = rng.choice(choices)
-            n = _operand(rng, kind, x)
+            unused = [t for t in _SENTENCES[kind] if t not in used]
+            n = _operand(rng, kind, x) if unused else None
             if n is not None:
                 break
         else:
             return None
-        sentence = rng.choice(_SENTENCES[kind]).format(P=pronoun, n=n)
+        template = rng.choice(unused)
+        used.add(template)
+        sentence = template.format(P=pronoun, n=n)
         ops.append(Op(kind, n, sentence))
         x = apply_op(kind, x, n)
     return ops

@@ -38,7 +38,10 @@ def test_levels_have_their_shape():
         n_ops = len(it.ops)
         assert {1: n_ops == 1, 2: n_ops == 2, 3: n_ops in (3, 4), 4: n_ops == 5}[it.level]
         assert bool(it.distractors) == (it.level >= 3)
-        assert len(it.question) <= 210
+        assert len(it.question) <= 240
+        # No phrasing twice in a problem: every step comment is an unambiguous copy.
+        prefixes = [op.sentence.split(str(op.n))[0] for op in it.ops]
+        assert len(set(prefixes)) == len(prefixes), it.question
         if it.level == 4:
             assert it.ops[0].kind in ("mul", "pct")
     kinds4 = {op.kind for it in items if it.level == 4 for op in it.ops}

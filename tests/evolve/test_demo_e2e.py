@@ -11,6 +11,7 @@ import pytest
 from testutil import REPO
 
 REDUCED = [
+    "model.hidden_size=64", "model.intermediate_size=192", "model.head_dim=16",
     "data.arith_levels=[1,2]", "data.arith_count=12", "data.arith_test_count=8",
     "data.arith_corpus_count=600", "evolve.pretrain.max_steps=200", "evolve.pretrain.batch_size=16",
     "train.sft.max_steps=8", "train.ppm.max_steps=8", "mcts.rollouts=4", "mcts.candidates=3",
@@ -53,3 +54,49 @@ def test_reduced_embedded_run(tmp_path):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((run / "report.json").read_text())["rounds"] == report["rounds"]
+
+
+def _lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_reduced_run_killed_mid_search_resumes_to_the_same_report(tmp_path):
+    """SIGKILL in the middle of round 2's search (tree file partly written),
+    then the same command: the report equals an uninterrupted run's."""
+    import os
+    import signal
+    import time
+
+    def cmd(run):
+        return [sys.executable, "-m", "rstar_jax", "evolve", "--config", "configs/demo/evolve.yaml",
+                "--out", str(run), *REDUCED]
+
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    trees = killed / "round_2" / "search" / "trees" / "trees.0.jsonl"
+    proc = subprocess.Popen(cmd(killed), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 1500
+    while _lines(trees) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before round 2's search had written 2 problems"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _lines(trees)
+    assert 2 <= partial < 12, partial  # killed mid-search: some problems done, not all
+    resumed = subprocess.run(cmd(killed), cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ref = subprocess.run(cmd(clean), cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    a = json.loads((clean / "report.json").read_text())
+    b = json.loads((killed / "report.json").read_text())
+    assert b["base"] == a["base"] and b["rounds"] == a["rounds"]
+    # The resumed tree file holds every problem exactly once, as the clean one does.
+    ids = [json.loads(line)["id"] for line in trees.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 12
+    clean_trees = (clean / "round_2" / "search" / "trees" / "trees.0.jsonl").read_text().splitlines()
+    assert sorted(trees.read_text().splitlines()) == sorted(clean_trees)
