@@ -146,6 +146,9 @@ def main() -> None:
     ap.add_argument("--exec-latency-ms", type=float, default=2.0)
     ap.add_argument("--exec-workers", type=int, default=8)
     ap.add_argument("--engine", choices=("mock", "real"), default="mock")
+    ap.add_argument("--executor", choices=("fake", "pool"), default="fake",
+                    help="with --engine mock: the fake executor or the real sandboxed pool "
+                         "(--exec-workers workers); --engine real always uses the pool")
     ap.add_argument("--overlap", default=None,
                     help="mcts.overlap_execution settings to compare (on: two cohorts)")
     ap.add_argument("--config", default="configs/models/tiny.yaml", help="config for --engine real")
@@ -171,11 +174,19 @@ def main() -> None:
         engine_factory = lambda: MockEngine(steps=4, seeded=True, error_offset=3,  # noqa: E731
                                             call_latency_s=args.call_latency_ms / 1e3)
         scorer = MockScorer(hashed=True)
-        executor_factory = lambda: FakeExecutor(args.exec_latency_ms / 1e3,  # noqa: E731
-                                                args.exec_workers)
-        note = (f"MOCK engine: {args.call_latency_ms} ms per engine "
-                f"call, fake executor {args.exec_latency_ms} ms per program on "
-                f"{args.exec_workers} workers")
+        if args.executor == "pool":  # the mock's programs are real Python: run them for real
+            from rstar_jax.config.loader import load_config
+            from rstar_jax.execution.pool import ExecutorPool
+
+            ex_cfg = load_config(None, [f"executor.num_workers={args.exec_workers}",
+                                        "executor.timeout_s=10", *args.override]).executor
+            executor_factory = lambda: ExecutorPool(ex_cfg)  # noqa: E731
+            ex_note = f"REAL ExecutorPool with {ex_cfg.num_workers} workers"
+        else:
+            executor_factory = lambda: FakeExecutor(args.exec_latency_ms / 1e3,  # noqa: E731
+                                                    args.exec_workers)
+            ex_note = f"fake executor {args.exec_latency_ms} ms per program on {args.exec_workers} workers"
+        note = f"MOCK engine: {args.call_latency_ms} ms per engine call, {ex_note}"
     print(f"# bench_search: {args.problems} problems, rollouts={args.rollouts}, "
           f"candidates={args.candidates}; {note}")
     probs = problems(args.problems)
@@ -219,7 +230,8 @@ def main() -> None:
                       f"nodes {r['nodes']}  compiles {r['compiles']}  prefix-cache hits "
                       f"{r['prefix_hits']} ({r['prefix_reused_tokens']} tokens reused)"
                       + (f"  compiled: {', '.join(r['compiled'])}" if r["compiled"] else ""))
-                es = r["exec_stats"]
+            es = r["exec_stats"]
+            if es["programs"]:
                 print(f"    programs {es['programs']}: screened on the host {es['screened']}, "
                       f"executed {es['executed']}, cache hits {es['cache_hits']}, "
                       f"dedup hits {es['dedup_hits']}")
