@@ -105,6 +105,9 @@ def run_once(cfg, probs, engine, executor, scorer, hooks, compiles=None):
         "compiled": compiles.names[n0:] if compiles else [],
         "prefix_hits": h1 - h0, "prefix_reused_tokens": r1 - r0,
         "nodes": sum(len(tr.nodes) for r in done for tr in r.trees),
+        # Expansions per problem: with every problem in flight at once, the longest
+        # chain of them bounds the number of sequential engine calls (per cohort).
+        "expansions": [sum(n.expanded for tr in r.trees for n in tr.nodes) for r in done],
         "wall_s": wall,
         "rollouts": driver.rollouts_done,
         "rollouts_per_s": driver.rollouts_done / wall,
@@ -230,6 +233,9 @@ def main() -> None:
                       f"nodes {r['nodes']}  compiles {r['compiles']}  prefix-cache hits "
                       f"{r['prefix_hits']} ({r['prefix_reused_tokens']} tokens reused)"
                       + (f"  compiled: {', '.join(r['compiled'])}" if r["compiled"] else ""))
+            ex = r["expansions"]
+            print(f"    expansions per problem: mean {sum(ex) / len(ex):.1f}, max {max(ex)} "
+                  f"(total {sum(ex)})")
             es = r["exec_stats"]
             if es["programs"]:
                 print(f"    programs {es['programs']}: screened on the host {es['screened']}, "
