@@ -20,8 +20,12 @@ reports the XLA compilations it triggered (should be 0: a recompile per
 call would dominate), engine calls, mean batch, and the engine's prefix
 cache hits and reused prompt tokens.
 
+The real stack's pool answers programs that do not compile on the host
+(`executor.screen_programs`); each run prints how many programs were
+screened, executed, or answered from the cache.
+
 Usage: PYTHONPATH=. python benchmarks/bench_search.py [--engine real] [--problems 64]
-[--widths 1,8,64]. Last line: one JSON object.
+[--widths 1,8,64] [--override executor.screen_programs=false]. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -86,17 +90,24 @@ def run_once(cfg, probs, engine, executor, scorer, hooks, compiles=None):
     c0 = compiles.count if compiles else 0
     n0 = len(compiles.names) if compiles else 0
     h0, r0 = cache_stats(engine)
+    st0 = executor.stats() if hasattr(executor, "stats") else {}
     t0 = time.perf_counter()
     driver.run(probs, done.append)
     wall = time.perf_counter() - t0
     t = driver.timers
     outside = t.engine_s + t.scorer_s + t.exec_wait_s
     h1, r1 = cache_stats(engine)
+    st = executor.stats() if hasattr(executor, "stats") else {}
     return {
+        "exec_stats": {k: st.get(k, 0) - st0.get(k, 0)
+                       for k in ("programs", "screened", "executed", "cache_hits", "dedup_hits")},
         "compiles": (compiles.count - c0) if compiles else 0,
         "compiled": compiles.names[n0:] if compiles else [],
         "prefix_hits": h1 - h0, "prefix_reused_tokens": r1 - r0,
         "nodes": sum(len(tr.nodes) for r in done for tr in r.trees),
+        # Expansions per problem: with every problem in flight at once, the longest
+        # chain of them bounds the number of sequential engine calls (per cohort).
+        "expansions": [sum(n.expanded for tr in r.trees for n in tr.nodes) for r in done],
         "wall_s": wall,
         "rollouts": driver.rollouts_done,
         "rollouts_per_s": driver.rollouts_done / wall,
@@ -121,7 +132,8 @@ def real_parts(args):
     cfg = load_config(args.config, [
         f"model.vocab_size={len(tok)}", f"engine.num_slots={args.slots}", "engine.max_seq_len=256",
         "engine.prefill_buckets=[128,256]", "engine.truncation=left", "engine.score_batch_size=64",
-        "executor.num_workers=2", "executor.timeout_s=10", "logging.progress=false"])
+        "executor.num_workers=2", "executor.timeout_s=10", "logging.progress=false",
+        *args.override])
     scorer = load_ppm_scorer(cfg, tokenizer=tok)
     return (cfg, lambda: load_policy_engine(cfg, tokenizer=tok), scorer,
             lambda: ExecutorPool(cfg.executor), default_hooks())
@@ -137,12 +149,17 @@ def main() -> None:
     ap.add_argument("--exec-latency-ms", type=float, default=2.0)
     ap.add_argument("--exec-workers", type=int, default=8)
     ap.add_argument("--engine", choices=("mock", "real"), default="mock")
+    ap.add_argument("--executor", choices=("fake", "pool"), default="fake",
+                    help="with --engine mock: the fake executor or the real sandboxed pool "
+                         "(--exec-workers workers); --engine real always uses the pool")
     ap.add_argument("--overlap", default=None,
                     help="mcts.overlap_execution settings to compare (on: two cohorts)")
     ap.add_argument("--config", default="configs/models/tiny.yaml", help="config for --engine real")
     ap.add_argument("--max-new-tokens", type=int, default=16, help="per step, --engine real")
     ap.add_argument("--max-depth", type=int, default=4, help="--engine real")
     ap.add_argument("--slots", type=int, default=64, help="engine.num_slots, --engine real")
+    ap.add_argument("--override", action="append", default=[],
+                    help="config override for --engine real, e.g. executor.screen_programs=false")
     args = ap.parse_args()
     if args.overlap is None:  # the real engine is slow here: only the default setting
         args.overlap = "on" if args.engine == "real" else "on,off"
@@ -160,11 +177,19 @@ def main() -> None:
         engine_factory = lambda: MockEngine(steps=4, seeded=True, error_offset=3,  # noqa: E731
                                             call_latency_s=args.call_latency_ms / 1e3)
         scorer = MockScorer(hashed=True)
-        executor_factory = lambda: FakeExecutor(args.exec_latency_ms / 1e3,  # noqa: E731
-                                                args.exec_workers)
-        note = (f"MOCK engine: {args.call_latency_ms} ms per engine "
-                f"call, fake executor {args.exec_latency_ms} ms per program on "
-                f"{args.exec_workers} workers")
+        if args.executor == "pool":  # the mock's programs are real Python: run them for real
+            from rstar_jax.config.loader import load_config
+            from rstar_jax.execution.pool import ExecutorPool
+
+            ex_cfg = load_config(None, [f"executor.num_workers={args.exec_workers}",
+                                        "executor.timeout_s=10", *args.override]).executor
+            executor_factory = lambda: ExecutorPool(ex_cfg)  # noqa: E731
+            ex_note = f"REAL ExecutorPool with {ex_cfg.num_workers} workers"
+        else:
+            executor_factory = lambda: FakeExecutor(args.exec_latency_ms / 1e3,  # noqa: E731
+                                                    args.exec_workers)
+            ex_note = f"fake executor {args.exec_latency_ms} ms per program on {args.exec_workers} workers"
+        note = f"MOCK engine: {args.call_latency_ms} ms per engine call, {ex_note}"
     print(f"# bench_search: {args.problems} problems, rollouts={args.rollouts}, "
           f"candidates={args.candidates}; {note}")
     probs = problems(args.problems)
@@ -178,7 +203,9 @@ def main() -> None:
     engine = engine_factory() if args.engine == "real" else None  # one engine: compile once
     if engine is not None:  # warm-up: compile every shape the measured runs use
         if hasattr(engine, "warmup"):
-            engine.warmup()  # every engine shape; the search below compiles the PPM's
+            engine.warmup()  # every engine shape
+        if hasattr(scorer, "warmup"):
+            scorer.warmup()  # every (row bucket, length bucket) of the PPM
         cfg = dataclasses.replace(base, mcts=dataclasses.replace(
             base.mcts, trees_in_flight=max(widths), **mcts_kw))
         executor = executor_factory()
@@ -206,6 +233,14 @@ def main() -> None:
                       f"nodes {r['nodes']}  compiles {r['compiles']}  prefix-cache hits "
                       f"{r['prefix_hits']} ({r['prefix_reused_tokens']} tokens reused)"
                       + (f"  compiled: {', '.join(r['compiled'])}" if r["compiled"] else ""))
+            ex = r["expansions"]
+            print(f"    expansions per problem: mean {sum(ex) / len(ex):.1f}, max {max(ex)} "
+                  f"(total {sum(ex)})")
+            es = r["exec_stats"]
+            if es["programs"]:
+                print(f"    programs {es['programs']}: screened on the host {es['screened']}, "
+                      f"executed {es['executed']}, cache hits {es['cache_hits']}, "
+                      f"dedup hits {es['dedup_hits']}")
     # Headline figures: the default setting (overlap on) when it was run.
     ov0 = "on" if "on" in args.overlap.split(",") else args.overlap.split(",")[0]
     other = {k: v for k, v in results.items() if k[0] != ov0}

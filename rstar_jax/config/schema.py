@@ -220,6 +220,11 @@ class ExecutorConfig:
     # on light steps, a large one on deep heavy prefixes).
     prefix_snapshots: int = 0
     preload_grading: bool = True  # workers also import math-verify (grade_many in the pool)
+    # Programs that do not compile are answered on the host (compiled, never run)
+    # with the sandbox's exact result, skipping a fork per junk program
+    # (execution/screen.py); longer sources always go to the pool.
+    screen_programs: bool = True
+    screen_max_chars: int = 100_000
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ import weakref
 from typing import Dict, List, Optional, Sequence
 
 from rstar_jax.config.schema import ExecutorConfig
+from rstar_jax.execution.screen import screen, screening_is_exact
 from rstar_jax.execution.types import ExecResult
 
 logger = logging.getLogger(__name__)
@@ -249,6 +250,7 @@ class ExecutorPool:
         self._stats = collections.Counter()
         self._closed = False
         self._next_id = 0
+        self._screening = bool(self.cfg.screen_programs) and screening_is_exact()
         n = max(1, int(self.cfg.num_workers))
         self._local = [collections.deque() for _ in range(n)]
         starters = [threading.Thread(target=self._start_slot, args=(i,)) for i in range(n)]
@@ -272,16 +274,23 @@ class ExecutorPool:
     # ---- public API -------------------------------------------------------
 
     def submit(self, programs: Sequence[str], *, timeout_s: Optional[float] = None) -> BatchFuture:
-        """Starts a batch; results come back in input order (see module doc)."""
+        """Starts a batch; results come back in input order (see module doc).
+
+        Programs that do not compile are answered here without running
+        (`ExecutorConfig.screen_programs`, see screen.py); they count as
+        `screened` in `stats()`.
+        """
         if self._closed:
             raise RuntimeError("executor pool is closed")
         timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
         future = BatchFuture(len(programs))
-        ready = []
+        items = []
+        for code in programs:  # parsing and hashing need no lock
+            chain = program_chain(str(code))
+            items.append((program_key(str(code), chain) + f"/{timeout:g}", str(code), chain))
+        ready, fresh = [], []
         with self._lock:
-            for i, code in enumerate(programs):
-                chain = program_chain(str(code))
-                key = program_key(str(code), chain) + f"/{timeout:g}"
+            for i, (key, code, chain) in enumerate(items):
                 self._stats["programs"] += 1
                 hit = self._cache.get(key)
                 if hit is not None:
@@ -291,19 +300,36 @@ class ExecutorPool:
                 elif key in self._inflight:
                     self._stats["dedup_hits"] += 1
                     self._inflight[key].append((future, i))
-                else:
+                else:  # registered now so a concurrent submit deduplicates against it
                     self._inflight[key] = [(future, i)]
-                    self._enqueue((key, str(code), timeout, chain))
+                    fresh.append((key, code, timeout, chain))
         for i, res in ready:
             future._set(i, res)
+        to_run = []
+        for item in fresh:  # compiling (screening) outside the lock
+            screened = self._screen(item[1])
+            if screened is None:
+                to_run.append(item)
+            else:
+                self._answer(item[0], screened, "screened")
+        if to_run:
+            with self._lock:
+                for item in to_run:
+                    self._enqueue(item)
         return future
+
+    def _screen(self, code: str) -> Optional[ExecResult]:
+        if not self._screening:
+            return None
+        return screen(code, observation_chars=self.cfg.observation_chars,
+                      max_chars=self.cfg.screen_max_chars)
 
     def run(self, programs: Sequence[str], *, timeout_s: Optional[float] = None) -> List[ExecResult]:
         """`submit(programs).result()`."""
         return self.submit(programs, timeout_s=timeout_s).result()
 
     def stats(self) -> Dict[str, int]:
-        """Counters: programs, cache_hits, dedup_hits, executed, worker_restarts."""
+        """Counters: programs, cache_hits, dedup_hits, screened, executed, worker_restarts."""
         with self._lock:
             return dict(self._stats)
 
@@ -438,8 +464,12 @@ class ExecutorPool:
                 time.sleep(0.5)
 
     def _finish(self, key: str, result: ExecResult, cacheable: bool) -> None:
+        self._answer(key, result, "executed", cacheable)
+
+    def _answer(self, key: str, result: ExecResult, counter: str, cacheable: bool = False) -> None:
+        """Gives `result` to every batch waiting on `key`; counts it under `counter`."""
         with self._lock:
-            self._stats["executed"] += 1
+            self._stats[counter] += 1
             waiters = self._inflight.pop(key, [])
             if cacheable and self.cfg.cache_size > 0:
                 self._cache[key] = result
