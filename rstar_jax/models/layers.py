@@ -99,7 +99,11 @@ class Attention(nnx.Module):
             self.v_bias = _zeros((kv_heads, head_dim), ("kv_heads", "head_dim"), param_dtype)
 
     def _proj(self, x, w, b):
-        y = jnp.einsum("btd,dnh->btnh", x, w[...].astype(self.dtype))
+        # Plain 2-D matmuls on free reshapes of the row-major weights: as
+        # einsums over (n, h), XLA:CPU may pick a head-minor layout and copy
+        # the weight transposed in every decode step (issue 4).
+        w = w[...].astype(self.dtype)
+        y = (x @ w.reshape(w.shape[0], -1)).reshape(*x.shape[:2], *w.shape[1:])
         return y + b[...].astype(self.dtype) if b is not None else y
 
     def __call__(self, x: Array, positions: Array, cache: Optional[Tuple[Array, Array]] = None,
@@ -146,7 +150,8 @@ class Attention(nnx.Module):
             probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
             out = jnp.einsum("bkgts,bksh->btkgh", probs, values)
             out = out.reshape(b, t, self.heads, self.head_dim)
-        out = jnp.einsum("btnh,nhd->btd", out, self.o[...].astype(self.dtype))
+        wo = self.o[...].astype(self.dtype)
+        out = out.reshape(b, t, -1) @ wo.reshape(-1, wo.shape[-1])
         return out, new_cache
 
 
