@@ -49,7 +49,7 @@ _MAX_EOS = 4
 class Prefill:
     """A prompt's context KV, ready to insert into slots.
 
-    `kv` is a list per layer of (k, v) `[1, length, K, Dh]` (None when the
+    `kv` is a list per layer of (k, v) `[1, K, length, Dh]` (None when the
     context is empty), valid for positions `[0, num_tokens - 1)`; the last
     prompt token is fed by the first decode step.
     """
@@ -63,7 +63,7 @@ class Prefill:
 
     @property
     def length(self) -> int:
-        return 0 if self.kv is None else int(self.kv[0][0].shape[1])
+        return 0 if self.kv is None else int(self.kv[0][0].shape[2])
 
 
 def bucket(n: int, buckets: Sequence[int]) -> int:
@@ -134,7 +134,7 @@ class DecodeCore:
     def _constrain_cache(self, cache):
         if self.mesh is None:
             return cache
-        axes = ("cache_batch", "cache_length", "cache_heads", "cache_head_dim")
+        axes = ("cache_batch", "cache_heads", "cache_length", "cache_head_dim")
         return [tuple(jax.lax.with_sharding_constraint(a, self._sharding(axes, a.shape)) for a in kv)
                 for kv in cache]
 
@@ -146,7 +146,7 @@ class DecodeCore:
 
     def _zeros_fn(self, *, length):
         n, a = self.num_slots, self.arch
-        shape = (n, length, a.num_kv_heads, a.head_dim)
+        shape = (n, a.num_kv_heads, length, a.head_dim)
         zeros = lambda dt: jnp.zeros((n,), dt)  # noqa: E731
         cache = [(jnp.zeros(shape, a.dtype), jnp.zeros(shape, a.dtype)) for _ in range(a.num_layers)]
         return dict(
@@ -162,7 +162,7 @@ class DecodeCore:
 
     @property
     def cache_length(self) -> int:
-        return int(self.state["cache"][0][0].shape[1])
+        return int(self.state["cache"][0][0].shape[2])
 
     def ensure_cache_length(self, needed: int) -> None:
         """Grows the decode cache to the bucket holding `needed` positions, one
@@ -202,14 +202,14 @@ class DecodeCore:
         self.reset()
 
     def _grow_fn(self, state, *, length):
-        pad = length - state["cache"][0][0].shape[1]
-        widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+        pad = length - state["cache"][0][0].shape[2]
+        widths = ((0, 0), (0, 0), (0, pad), (0, 0))
         cache = [tuple(jnp.pad(a, widths) for a in kv) for kv in state["cache"]]
         return {**state, "cache": self._constrain_cache(cache)}
 
     # ----- prefill --------------------------------------------------------
     def prefill_kv(self, ctx: np.ndarray, start: int, prefix_kv, length: int):
-        """KV `[1, length, K, Dh]` per layer of the context `ctx` (`[c]` ids).
+        """KV `[1, K, length, Dh]` per layer of the context `ctx` (`[c]` ids).
 
         Rows `[0, start)` come from `prefix_kv` (a cached prompt sharing them);
         the rest is computed in chunks of `buckets[0]` tokens, so prefill
@@ -231,14 +231,14 @@ class DecodeCore:
 
     def _empty_fn(self, *, length):
         a = self.arch
-        shape = (1, length, a.num_kv_heads, a.head_dim)
+        shape = (1, a.num_kv_heads, length, a.head_dim)
         return [(jnp.zeros(shape, a.dtype), jnp.zeros(shape, a.dtype)) for _ in range(a.num_layers)]
 
     def _seed_fn(self, prefix_kv, *, length):
         """A copy of a cached prompt's KV, padded to `length` rows (never aliased:
         the cached entry must survive the chunks that follow)."""
         cache = self._empty_fn(length=length)
-        return [tuple(jax.lax.dynamic_update_slice(buf, p[:, :length], (0, 0, 0, 0))
+        return [tuple(jax.lax.dynamic_update_slice(buf, p[:, :, :length], (0, 0, 0, 0))
                       for buf, p in zip(layer, pl)) for layer, pl in zip(cache, prefix_kv)]
 
     def _chunk_fn(self, params, cache, tokens, start):

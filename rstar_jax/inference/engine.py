@@ -180,7 +180,7 @@ class Engine:
                     return Prefill(ids, prefix_kv)
         length = bucket(len(ctx), self.core.buckets)
         if prefix_kv is not None:
-            length = max(length, int(prefix_kv[0][0].shape[1]))
+            length = max(length, int(prefix_kv[0][0].shape[2]))
         kv = self.core.prefill_kv(np.asarray(ctx, np.int32), start, prefix_kv, length)
         if self.prefix_cache is not None:
             self.prefix_cache.insert(ctx, kv, cost=length)

@@ -3,7 +3,7 @@
 In the search, a child's prompt is its parent's prompt plus one step, so
 the KV of the parent's prompt (computed when the parent's candidates were
 generated) covers most of the child's prompt. An entry holds the KV of one
-prompt (`[1, S_bucket, K, Dh]` per layer, on device) and its token ids.
+prompt (`[1, K, S_bucket, Dh]` per layer, on device) and its token ids.
 
 Any entry sharing the first `m` tokens with a new prompt can seed it: rows
 `[0, m)` are exact, and rows at or past `m` are overwritten by the new

@@ -23,7 +23,7 @@ from rstar_jax.models.layers import Block, RMSNorm, _param
 from rstar_jax.models.sharding import constrain
 
 Array = jax.Array
-KVCache = List[Tuple[Array, Array]]  # per layer (k, v), each [B, S, K, Dh]
+KVCache = List[Tuple[Array, Array]]  # per layer (k, v), each [B, K, S, Dh]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -228,7 +228,7 @@ def score_transform(raw: Array, ppm: PPMConfig) -> Array:
 
 
 def init_cache(arch: ArchConfig, batch: int, max_len: int, dtype=None) -> KVCache:
-    """A zeroed KV cache `[B, S, K, Dh]` per layer."""
+    """A zeroed KV cache `[B, K, S, Dh]` per layer."""
     dtype = dtype or arch.dtype
-    shape = (batch, max_len, arch.num_kv_heads, arch.head_dim)
+    shape = (batch, arch.num_kv_heads, max_len, arch.head_dim)
     return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(arch.num_layers)]

@@ -75,3 +75,50 @@ def test_a_slots_draw_depends_only_on_its_own_seed_candidate_and_step():
     again = np.asarray(slot_keys(seed[::-1], cand[::-1], step[::-1]))[::-1]
     np.testing.assert_array_equal(keys, again)
     assert len({tuple(k) for k in keys}) == 3
+
+
+def test_blocked_argmax_matches_numpy_with_ties_padding_and_infs():
+    from rstar_jax.inference.sampling import argmax
+
+    rng = np.random.RandomState(1)
+    x = rng.randint(-3, 3, size=(6, 700)).astype(np.float32)  # many ties; 700 is not a block multiple
+    x[1] = -np.inf
+    x[2, 699] = 10.0  # maximum in the padded last block
+    x[3, :] = 1.0
+    x[4, 5] = np.inf
+    np.testing.assert_array_equal(np.asarray(argmax(jnp.asarray(x))), np.argmax(x, -1))
+
+
+def test_candidate_thresholds_equal_the_sorted_ones_and_fall_back_when_too_small():
+    from rstar_jax.inference.sampling import CANDIDATES, _thresholds_sorted, thresholds
+
+    rng = np.random.RandomState(2)
+    v = 1000
+    peaked = rng.randn(8, v).astype(np.float32) * 6.0  # nuclei of a few tokens
+    flat = rng.randn(8, v).astype(np.float32) * 0.1  # nuclei far past the candidates
+    top_k = np.array([0, 1, 5, CANDIDATES, 0, 3, 0, 0], np.int32)
+    top_p = np.array([0.9, 1.0, 1.0, 1.0, 0.5, 0.95, 0.99, 0.3], np.float32)
+    for x, k in ((peaked, top_k), (flat, top_k), (peaked, top_k + 2 * CANDIDATES)):
+        x, kk, pp = jnp.asarray(x), jnp.asarray(k), jnp.asarray(top_p)
+        ref = np.asarray(_thresholds_sorted(x, kk, pp))
+        got = np.asarray(jax.jit(thresholds)(x, kk, pp))
+        np.testing.assert_allclose(got, ref, rtol=0, atol=0)
+    # Kept-set sizes are what the filters ask for (no ties in random logits).
+    kept = np.sum(peaked >= np.asarray(thresholds(jnp.asarray(peaked), jnp.asarray(top_k),
+                                                   jnp.ones(8)))[:, None], -1)
+    np.testing.assert_array_equal(kept, np.where(top_k > 0, top_k, v))
+
+
+def test_draw_never_picks_a_filtered_token_and_handles_partial_blocks():
+    from rstar_jax.inference.sampling import draw
+
+    v, n = 300, 3000  # one full block and a padded one
+    probs = np.zeros(v, np.float32)
+    probs[[3, 255, 256, 299]] = [0.1, 0.2, 0.3, 0.4]
+    logits = jnp.broadcast_to(jnp.log(jnp.asarray(probs) + 1e-30), (n, v))
+    keys = slot_keys(jnp.full((n,), 5, jnp.int32), jnp.arange(n, dtype=jnp.int32), jnp.zeros((n,), jnp.int32))
+    toks = np.asarray(jax.jit(draw)(logits, keys, jnp.full((n,), np.log(0.15), jnp.float32)))
+    assert set(np.unique(toks)) == {255, 256, 299}
+    target = np.array([0.2, 0.3, 0.4]) / 0.9
+    freq = np.array([np.mean(toks == t) for t in (255, 256, 299)])
+    assert np.all(np.abs(freq - target) < 4 * np.sqrt(target * (1 - target) / n))
