@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
         "engine.truncation=left", "mcts.rollouts=4", "mcts.candidates=3", "mcts.max_depth=3",
         "mcts.max_new_tokens_per_step=16", "mcts.temperature=1.0", "mcts.trees_in_flight=2",
         "mcts.ppm_init_value=true", "executor.num_workers=2", "executor.timeout_s=10",
-        "logging.progress=false", "seed=3",
+        "logging.progress=false", "seed=4",
     ]
     return root, probs, overrides
 
