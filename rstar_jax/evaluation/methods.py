@@ -63,16 +63,26 @@ def method_config(method: str, cfg):
 
 
 class CountingEngine:
-    """Wraps a GenerationEngine and counts generated tokens per question."""
+    """Wraps a GenerationEngine and counts generated tokens per question.
 
-    def __init__(self, engine, sep: str = "\n\n"):
+    A prompt is attributed by its zero-shot layout (`<|user|>:\nQ{sep}<|assistant|>`)
+    or, for any other layout (the few-shot bootstrap prompt), by which of the
+    `questions` it contains.
+    """
+
+    def __init__(self, engine, sep: str = "\n\n", questions: Sequence[str] = ()):
         self.engine = engine
         self.sep = sep
+        self.questions = set(questions)
         self.tokens: Dict[str, int] = defaultdict(int)
 
     def question_of(self, prompt: str) -> str:
         head = prompt.split(f"{self.sep}{ASSISTANT}", 1)[0]
-        return head[len(f"{USER}:\n"):] if head.startswith(f"{USER}:\n") else head
+        q = head[len(f"{USER}:\n"):] if head.startswith(f"{USER}:\n") else head
+        if q in self.questions or not self.questions:
+            return q
+        found = [c for c in self.questions if c in prompt]
+        return max(found, key=len) if found else q
 
     def generate(self, requests):
         out = self.engine.generate(requests)
@@ -131,14 +141,15 @@ def make_runner(engine, executor, scorer=None, hooks=None):
     """A `MethodRunner` over ready-made engine / executor / scorer."""
 
     def run(method: str, problems: Sequence[Problem], cfg) -> List[ProblemResult]:
-        from rstar_jax.data.prompts import policy_prompt
+        from rstar_jax.data.prompts import make_prompt_fn
         from rstar_jax.search.baselines import run_baseline
         from rstar_jax.search.driver import run_mcts
 
         if method in NEEDS_PPM and scorer is None:
             raise MethodUnavailable(f"method {method!r} needs a PPM scorer")
         mcfg = method_config(method, cfg)
-        counter = CountingEngine(engine, cfg.data.assistant_sep)
+        counter = CountingEngine(engine, cfg.data.assistant_sep, [p.question for p in problems])
+        prompt_of = make_prompt_fn(mcfg)
         use_scorer = scorer if method in NEEDS_PPM else (
             ConstantScorer() if method == "majority" else None)
         if mcfg.mcts.mode == "mcts":
@@ -147,7 +158,7 @@ def make_runner(engine, executor, scorer=None, hooks=None):
             found = run_baseline(mcfg, problems, counter, executor, use_scorer, hooks)
         by_id = {r.problem.id: r for r in found}
         return [to_result(p, by_id[p.id].trees, method, counter.tokens.get(p.question, 0),
-                          policy_prompt(p.question, sep=cfg.data.assistant_sep),
+                          prompt_of(p.question),
                           scored=method in NEEDS_PPM)
                 for p in problems]
 

@@ -121,3 +121,37 @@ def test_session_rebuilds_when_the_model_changes(monkeypatch):
         assert built[4:] == [("ppm", 0)]
     finally:
         methods.close_session()
+
+
+def test_counting_engine_attributes_few_shot_prompts():
+    from rstar_jax.data.prompts import make_prompt_fn
+    from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
+
+    class Fixed:
+        def generate(self, requests):
+            return [[Completion("x", (1, 2), "eos")] * r.params.n for r in requests]
+
+    cfg = make_cfg()
+    build = make_prompt_fn(replace(cfg, mcts=replace(cfg.mcts, few_shot=True)))
+    q1, q2 = "What is 2 + 3?", "What is 12 + 3?"  # q1 is inside q2
+    eng = methods.CountingEngine(Fixed(), questions=[q1, q2])
+    eng.generate([GenerationRequest(build(q1, "<code>"), SamplingParams(n=2)),
+                  GenerationRequest(build(q2), SamplingParams(n=1))])
+    assert dict(eng.tokens) == {q1: 4, q2: 2}
+
+
+def test_few_shot_methods_send_and_record_the_few_shot_prompt():
+    from search.search_helpers import add_problems
+    from search.test_few_shot_driver import FewShotRecorder
+
+    from rstar_jax.data import prompts
+
+    cfg = make_cfg()
+    cfg = replace(cfg, mcts=replace(cfg.mcts, few_shot=True))
+    problems = add_problems(2)
+    engine = FewShotRecorder()
+    results = methods.make_runner(engine, FakeExecutor(), hooks=MOCK_HOOKS)("greedy", problems, cfg)
+    build = prompts.make_prompt_fn(cfg)
+    assert [r.prompt for r in results] == [build(p.question) for p in problems]
+    assert all(p.startswith(prompts.FEW_SHOT_INSTRUCTIONS) for p in engine.prompts)
+    assert [r.preds[0] for r in results] == [p.answer for p in problems]
