@@ -9,6 +9,7 @@ from inference.inference_helpers import tiny_arch, tiny_cfg
 
 from rstar_jax.inference import Engine, GenerationRequest, PromptTooLongError, SamplingParams
 from rstar_jax.models import Policy
+from testutil import count_compiles
 
 # Small buckets so short prompts cross bucket boundaries (context 7 -> 8, 9 -> 16, 17 -> 32).
 SMALL = ("engine.num_slots=4", "engine.max_seq_len=64", "engine.prefill_buckets=[8,16,32]",
@@ -117,14 +118,7 @@ def test_prefix_cache_reuses_parent_kv_without_changing_output(policy, tokenizer
 
 def test_second_call_with_new_bucketed_prompts_compiles_nothing(policy, tokenizer):
     engine = make_engine(policy, tokenizer)
-    compiles = []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         kw = dict(n=2, max_new_tokens=10, temperature=0.8, stop=("<end_of_step>",))
         engine.warmup()
         warm = len(compiles)
@@ -137,8 +131,6 @@ def test_second_call_with_new_bucketed_prompts_compiles_nothing(policy, tokenize
         parent = prompt_with_tokens(tokenizer, 18, 3)
         engine.generate([parent, parent + " step by step"], **kw)
         assert engine.prefix_cache.hits >= 1
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert warm > 0 and first == warm and len(compiles) == warm
 
 

@@ -6,6 +6,7 @@ from inference.inference_helpers import tiny_cfg
 
 from rstar_jax.inference import PPMScorer
 from rstar_jax.models import score_transform
+from testutil import count_compiles
 
 
 def test_scorer_equals_direct_ppm_calls(ppm, tokenizer):
@@ -62,25 +63,15 @@ def test_row_buckets_pad_small_calls_less_and_score_the_same(ppm, tokenizer):
 
 
 def test_scorer_warmup_compiles_every_shape_once(ppm, tokenizer):
-    import jax
 
     cfg = tiny_cfg("engine.max_seq_len=64", "engine.prefill_buckets=[8,16,32]",
                    "engine.score_batch_size=4", "ppm.score_transform=tanh_scaled")
     scorer = PPMScorer(ppm, tokenizer, cfg)
-    compiles = []
-
-    def listener(event, duration, **kw):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with count_compiles() as compiles:
         scorer.warmup()
         warm = len(compiles)
         for n in (1, 2, 3, 4, 7, 11):  # every row bucket, every length bucket
             scorer.score([t * 3 for t in TEXTS[:n]])
             scorer.score(TEXTS[-n:])
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert warm >= len(scorer.row_buckets) * len(scorer.buckets) == 3 * 4
     assert len(compiles) == warm
