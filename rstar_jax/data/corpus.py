@@ -32,8 +32,9 @@ Slips land preferentially on the hard operations (percentages, remainders,
 division).
 
 Each record is `{"query", "response", "correct", "level", "error",
-"habits"}` (`habits`: how many steps were written as their wrong twin), the
-same `query`/`response` layout as the reference's SFT files.
+"habits"}` (`habits`: how many steps drew their wrong twin; a slip on one of
+them replaces it), the same `query`/`response` layout as the reference's SFT
+files.
 """
 
 from __future__ import annotations
