@@ -91,13 +91,20 @@ class ModelConfig:
 class PPMConfig:
     """Process Preference Model head and score transform.
 
-    The transform is applied identically in training and in scoring:
-    `none` (raw linear output), `tanh` (the paper), `tanh_scaled`
-    (tanh(r / score_scale), the reference's inference-time transform).
+    Scoring always applies the transform: `none` (raw linear output),
+    `tanh` (the paper), `tanh_scaled` (tanh(r / score_scale), the
+    reference's inference-time transform). The Bradley-Terry loss sees the
+    same transformed score (the paper) unless `train_on_raw`, which trains
+    on the raw linear output as the reference does; the transform is
+    monotone, so both rank candidates the same way as they were trained.
+    The bounded tanh caps a pair's margin at 2 and its gradient vanishes
+    once a pair saturates, which at a small model's learning rates stalls
+    training (measured in benchmarks/RESULTS.md, demo section).
     """
 
     score_transform: str = "tanh"  # none | tanh | tanh_scaled
     score_scale: float = 5.0
+    train_on_raw: bool = False  # BT loss on the raw output (the reference)
     checkpoint: Optional[str] = None
     init_from: str = "policy"  # policy | base  (spec section 6)
 
@@ -310,7 +317,7 @@ class EvolveConfig:
     rounds: List[str] = field(default_factory=list)
     base_policy: Optional[str] = None  # checkpoint or HF dir of the base model
     bootstrap_policy: Optional[str] = None  # round-1 policy if not the base
-    ppm_init: str = "policy"  # policy | base
+    ppm_init: str = "policy"  # policy | base | previous (the previous round's PPM)
     stages: List[str] = field(
         default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
     )
@@ -416,7 +423,7 @@ CHOICES: Dict[str, tuple] = {
     "train.batching": ("bucket", "pack"),
     "train.sft.schedule": ("linear", "constant", "cosine"),
     "train.ppm.schedule": ("linear", "constant", "cosine"),
-    "evolve.ppm_init": ("policy", "base"),
+    "evolve.ppm_init": ("policy", "base", "previous"),
     "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
     "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),

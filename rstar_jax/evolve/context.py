@@ -109,8 +109,15 @@ class StageContext:
         return self._record("policy", path)
 
     def ppm_init(self) -> str:
-        if self.cfg.evolve.ppm_init == "base" or self.round <= 1:
+        """What this round's PPM starts from: the base model in round 1; then
+        this round's policy (`evolve.ppm_init: policy`, the spec), the base
+        model (`base`), or the previous round's PPM, value head included
+        (`previous`: a small run's PPM keeps learning across rounds)."""
+        mode = self.cfg.evolve.ppm_init
+        if mode == "base" or self.round <= 1:
             path = self.base_model()
+        elif mode == "previous":
+            path = self.output(self.round - 1, "ppm", "model")
         else:
             path = self.policy()
         return self._record("ppm_init", path)

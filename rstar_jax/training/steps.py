@@ -44,12 +44,13 @@ def lm_loss(model: nnx.Module, batch: Batch):
     return jnp.sum(nll * w), {"denom": jnp.sum(w), "correct": jnp.sum(correct)}
 
 
-def pair_scores(model: nnx.Module, batch: Batch, ppm: PPMConfig) -> Array:
-    """Transformed scores `[R, 2]` (pos, neg) of a pair batch: tokens
-    `[R, 2, T]`, lengths `[R, 2]`. The transform is the one search uses."""
+def pair_scores(model: nnx.Module, batch: Batch, ppm: PPMConfig, *, raw: bool = False) -> Array:
+    """Scores `[R, 2]` (pos, neg) of a pair batch: tokens `[R, 2, T]`,
+    lengths `[R, 2]`. Transformed as search scores them, or `raw` head
+    outputs (the BT loss with `ppm.train_on_raw`)."""
     r, _, t = batch["tokens"].shape
-    raw = model(batch["tokens"].reshape(r * 2, t), batch["lengths"].reshape(r * 2))
-    return score_transform(raw, ppm).reshape(r, 2)
+    out = model(batch["tokens"].reshape(r * 2, t), batch["lengths"].reshape(r * 2))
+    return (out if raw else score_transform(out, ppm)).reshape(r, 2)
 
 
 def bt_terms(scores: Array, weights: Array):
@@ -72,12 +73,12 @@ def pqm_terms(scores: Array, weights: Array, q: Array):
 
 
 def ppm_loss_fn(ppm: PPMConfig, kind: str) -> LossFn:
-    """The PPM loss: `bt` (pairwise, the paper) or `pqm` (MSE on Q)."""
+    """The PPM loss: `bt` (pairwise, the paper; on the raw output with
+    `ppm.train_on_raw`) or `pqm` (MSE of the transformed score on Q)."""
     def loss(model, batch):
-        s = pair_scores(model, batch, ppm)
         if kind == "pqm":
-            return pqm_terms(s, batch["weights"], batch["q"])
-        return bt_terms(s, batch["weights"])
+            return pqm_terms(pair_scores(model, batch, ppm), batch["weights"], batch["q"])
+        return bt_terms(pair_scores(model, batch, ppm, raw=ppm.train_on_raw), batch["weights"])
     return loss
 
 

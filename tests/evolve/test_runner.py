@@ -135,6 +135,15 @@ def test_switches_sft_previous_and_ppm_base(configs, tmp_path):
     assert _manifest(run, 2, "ppm")["inputs"]["ppm_init"] == base
 
 
+def test_ppm_init_previous_continues_the_previous_rounds_ppm(configs, tmp_path):
+    run = str(tmp_path / "run")
+    run_evolve(configs, run, ["evolve.ppm_init=previous"], only="round0,round1,round2,round3")
+    base = os.path.join(run, "round_0", "pretrain", "model")
+    assert _manifest(run, 1, "ppm")["inputs"]["ppm_init"] == base
+    for r in (2, 3):
+        assert _manifest(run, r, "ppm")["inputs"]["ppm_init"] == os.path.join(run, f"round_{r - 1}", "ppm", "model")
+
+
 def test_only_and_from_run_parts(configs, tmp_path):
     run = str(tmp_path / "run")
     with pytest.raises(MissingInput, match="round1.problems, which has not finished"):

@@ -64,6 +64,29 @@ def test_score_transform_is_the_models(monkeypatch):
                                [[math.tanh(0.4), math.tanh(-0.2)]], rtol=1e-6)
 
 
+def test_train_on_raw_feeds_the_raw_output_to_bt_only():
+    raw = jnp.array([1.5, -1.0])
+
+    class Fake:
+        def __call__(self, tokens, lengths):
+            return raw
+
+    batch = {"tokens": jnp.zeros((1, 2, 3), jnp.int32), "lengths": jnp.ones((1, 2), jnp.int32),
+             "weights": jnp.ones((1,)), "q": jnp.array([[1.0, -1.0]])}
+    on_score = load_config(TINY, ["ppm.score_transform=tanh"]).ppm
+    on_raw = load_config(TINY, ["ppm.score_transform=tanh", "ppm.train_on_raw=true"]).ppm
+    # BT: -log sigmoid(margin); margin 2.5 on the raw output, tanh(1.5) + tanh(1) on the score.
+    num, _ = steps.ppm_loss_fn(on_raw, "bt")(Fake(), batch)
+    assert float(num) == pytest.approx(math.log1p(math.exp(-2.5)), rel=1e-5)
+    num, _ = steps.ppm_loss_fn(on_score, "bt")(Fake(), batch)
+    assert float(num) == pytest.approx(math.log1p(math.exp(-(math.tanh(1.5) + math.tanh(1.0)))), rel=1e-5)
+    # PQM regresses the transformed score on Q either way.
+    want = ((math.tanh(1.5) - 1.0) ** 2 + (math.tanh(-1.0) + 1.0) ** 2) / 2
+    for ppm in (on_raw, on_score):
+        num, _ = steps.ppm_loss_fn(ppm, "pqm")(Fake(), batch)
+        assert float(num) == pytest.approx(want, rel=1e-5)
+
+
 def _lm_batch(rows=8, t=32, seed=0):
     rng = np.random.default_rng(seed)
     toks = rng.integers(1, ARCH.vocab_size, (rows, t + 1)).astype(np.int32)
