@@ -150,6 +150,11 @@ class EngineConfig:
     prefix_cache_tokens: int = 1 << 20
     truncation: str = "error"  # error | left | right (for over-long prompts)
     score_batch_size: int = 64  # PPM scoring batch
+    # Length buckets of PPM scoring calls (None: the prefill buckets). Scored
+    # texts are whole partial solutions whose lengths spread evenly, and a
+    # full forward's cost grows faster than its length, so finer buckets
+    # than the prefill's pay (each is one more compiled shape).
+    score_buckets: Optional[List[int]] = None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ class PPMScorer:
 
         self.tokenizer, self.cfg = tokenizer, cfg
         self.max_len = min(cfg.engine.max_seq_len, ppm_model.arch.max_position_embeddings)
-        self.buckets = sorted({b for b in cfg.engine.prefill_buckets if b < self.max_len} | {self.max_len})
+        lengths = cfg.engine.score_buckets or cfg.engine.prefill_buckets
+        self.buckets = sorted({b for b in lengths if b < self.max_len} | {self.max_len})
         self.batch = cfg.engine.score_batch_size
         self.row_buckets = (power_of_two_buckets(self.batch) if row_buckets is None
                             else sorted({int(r) for r in row_buckets if 0 < r < self.batch} | {self.batch}))

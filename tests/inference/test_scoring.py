@@ -75,3 +75,18 @@ def test_scorer_warmup_compiles_every_shape_once(ppm, tokenizer):
             scorer.score(TEXTS[-n:])
     assert warm >= len(scorer.row_buckets) * len(scorer.buckets) == 3 * 4
     assert len(compiles) == warm
+
+
+def test_score_buckets_replace_the_prefill_buckets(ppm, tokenizer):
+    base = ("engine.max_seq_len=64", "engine.prefill_buckets=[8,16,32]", "engine.score_batch_size=4",
+            "ppm.score_transform=tanh_scaled")
+    fine = PPMScorer(ppm, tokenizer, tiny_cfg(*base, "engine.score_buckets=[8,12,16,24,32,48]"))
+    coarse = PPMScorer(ppm, tokenizer, tiny_cfg(*base))
+    assert fine.buckets == [8, 12, 16, 24, 32, 48, 64] and coarse.buckets == [8, 16, 32, 64]
+    seen = _shapes(fine)
+    texts = [t * 2 for t in TEXTS[:4]]
+    lengths = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    got = fine.score(texts)
+    # One call of 4 rows padded to the first bucket holding the longest text.
+    assert seen == [(4, min(b for b in fine.buckets if b >= max(lengths)))]
+    np.testing.assert_allclose(got, coarse.score(texts), rtol=2e-6, atol=1e-7)
