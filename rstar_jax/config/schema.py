@@ -336,6 +336,10 @@ class EvolveConfig:
         default_factory=lambda: OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
                                             weight_decay=0.01, batch_size=32, epochs=2.0, seq_len=512)
     )
+    # JAX's persistent compilation cache for the run (relative: under the
+    # run directory; null: off). Later stages and resumed runs load the
+    # programs earlier ones compiled instead of compiling them again.
+    compile_cache: Optional[str] = None
     # Stage name -> "package.module:function" replacing the built-in stage
     # (custom stages, and the fakes the tests plug in).
     stage_functions: Dict[str, str] = field(default_factory=dict)

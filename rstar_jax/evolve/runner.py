@@ -149,6 +149,11 @@ def run_evolve(
     plan = build_plan(config_file, overrides)
     selected = select(plan, only, start)
     os.makedirs(run_dir, exist_ok=True)
+    cache = plan[0].cfg.evolve.compile_cache if plan else None
+    if cache:
+        from rstar_jax.utils.compile_cache import enable_compile_cache
+
+        enable_compile_cache(os.path.join(run_dir, cache))
     revision = git_revision()
     ends = _round_ends(selected, plan)
     ran: List[str] = []

@@ -50,6 +50,8 @@ def test_reduced_embedded_run(tmp_path):
             assert 0.0 <= r[key] <= 1.0, (r["round"], key)
         assert r["trajectories"] == 2
     assert "mcts+ppm" in out.stdout and (run / "accuracy.png").stat().st_size > 0
+    # evolve.compile_cache: the stages' compiled programs are on disk for later stages.
+    assert len(list((run / ".jax_cache").iterdir())) > 10
     # A rerun finds every stage finished and reproduces the report.
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -225,3 +225,16 @@ def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
     for rnd, stages in [(0, ("world", "pretrain", "eval"))] + [(i, STAGES) for i in (1, 2, 3, 4)]:
         for s in stages:
             assert _manifest(run, rnd, s)["stage"] == s
+
+
+def test_compile_cache_keeps_compiled_programs_on_disk(tmp_path):
+    # A subprocess: the cache is a process-wide JAX setting.
+    cache = tmp_path / "cache"
+    code = ("import sys, jax, jax.numpy as jnp\n"
+            "from rstar_jax.utils.compile_cache import enable_compile_cache\n"
+            "print(enable_compile_cache(sys.argv[1]))\n"
+            "jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).block_until_ready()\n")
+    out = subprocess.run([sys.executable, "-c", code, str(cache)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(cache) and any(cache.iterdir())
