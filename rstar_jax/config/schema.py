@@ -155,6 +155,12 @@ class EngineConfig:
     # full forward's cost grows faster than its length, so finer buckets
     # than the prefill's pay (each is one more compiled shape).
     score_buckets: Optional[List[int]] = None
+    # Row counts a scoring call may be padded to (None: powers of two up to
+    # score_batch_size). One value makes every call the same shape, so a
+    # text's score is bit-identical whatever it is scored with (XLA's CPU
+    # kernels round differently for different row counts): a resumed search
+    # then rebuilds exactly the trees of an uninterrupted one.
+    score_row_buckets: Optional[List[int]] = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ CPU: 1-4 rows differ from 8 by ~4e-7 relative). The score is
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from typing import List, Optional, Sequence
@@ -38,9 +39,10 @@ class PPMScorer:
       tokenizer: a HuggingFace tokenizer.
       cfg: the whole `Config` (uses `engine` and `ppm`).
       mesh, rules: optional mesh and inference rules (batch sharded over rows).
-      row_buckets: batch sizes a call may be padded to (default: powers of two
-        below `engine.score_batch_size`, and that size); `[batch]` alone is
-        the old always-full padding.
+      row_buckets: batch sizes a call may be padded to (default:
+        `engine.score_row_buckets`, else powers of two below
+        `engine.score_batch_size`, and that size); `[batch]` alone makes
+        every call one shape (bit-reproducible scores).
 
     Over-long texts follow `engine.truncation`: `error` raises, `left` keeps
     the end of the text (the step being scored), `right` keeps its start.
@@ -55,6 +57,8 @@ class PPMScorer:
         lengths = cfg.engine.score_buckets or cfg.engine.prefill_buckets
         self.buckets = sorted({b for b in lengths if b < self.max_len} | {self.max_len})
         self.batch = cfg.engine.score_batch_size
+        if row_buckets is None:
+            row_buckets = cfg.engine.score_row_buckets
         self.row_buckets = (power_of_two_buckets(self.batch) if row_buckets is None
                             else sorted({int(r) for r in row_buckets if 0 < r < self.batch} | {self.batch}))
         self.mesh, self.rules = mesh, dict(rules or {})
@@ -102,12 +106,20 @@ class PPMScorer:
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """float32 `[len(texts)]` transformed scores, in the order of `texts`."""
         encoded = [self.encode(t) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        # Each text goes to its own length bucket, never to a longer one
+        # because of the company it keeps: its score is then the same
+        # whichever other texts share the call (a resumed search scores
+        # other batches than the interrupted one, and float rounding that
+        # differs with the padded length would change its trees).
+        groups = collections.defaultdict(list)
+        for i in sorted(range(len(texts)), key=lambda i: len(encoded[i])):
+            groups[bucket(len(encoded[i]), self.buckets)].append(i)
         out = np.zeros(len(texts), np.float32)
         pending = []
-        for start in range(0, len(order), self.batch):
-            rows = order[start:start + self.batch]
-            length = bucket(max(len(encoded[i]) for i in rows), self.buckets)
+        calls = [(length, members[start:start + self.batch])
+                 for length, members in sorted(groups.items())
+                 for start in range(0, len(members), self.batch)]
+        for length, rows in calls:
             padded = bucket(len(rows), self.row_buckets)
             tokens = np.zeros((padded, length), np.int32)
             lengths = np.ones(padded, np.int32)

@@ -90,3 +90,19 @@ def test_score_buckets_replace_the_prefill_buckets(ppm, tokenizer):
     # One call of 4 rows padded to the first bucket holding the longest text.
     assert seen == [(4, min(b for b in fine.buckets if b >= max(lengths)))]
     np.testing.assert_allclose(got, coarse.score(texts), rtol=2e-6, atol=1e-7)
+
+
+def test_one_row_bucket_scores_a_text_the_same_in_any_company(ppm, tokenizer):
+    # Every call [4, bucket of the text's own length]: bit-identical scores
+    # however the texts are grouped (what a resumed search relies on).
+    cfg = tiny_cfg("engine.max_seq_len=64", "engine.prefill_buckets=[8,16,32]",
+                   "engine.score_batch_size=4", "engine.score_row_buckets=[4]",
+                   "ppm.score_transform=tanh_scaled")
+    scorer = PPMScorer(ppm, tokenizer, cfg)
+    assert scorer.row_buckets == [4]
+    texts = TEXTS + [t * 3 for t in TEXTS]
+    together = scorer.score(texts)
+    for start, size in ((0, 1), (3, 2), (5, 7), (11, 11), (2, 17)):
+        part = list(range(start, min(start + size, len(texts))))
+        np.testing.assert_array_equal(scorer.score([texts[i] for i in part]), together[part])
+    np.testing.assert_array_equal(np.concatenate([scorer.score([t]) for t in texts]), together)
