@@ -1,18 +1,21 @@
 """PPM batch scoring: many (prompt + partial solution) texts in bucketed calls.
 
-Texts are tokenized, sorted by length, grouped into batches of
-`engine.score_batch_size` rows and padded on the right to a
-`prefill_buckets` length. A batch with fewer texts (the last one, or a call
+Texts are tokenized, each goes to the length bucket that holds it
+(`engine.score_buckets`, else `prefill_buckets`), and each bucket's texts
+are cut into batches of `engine.score_batch_size` rows, padded on the right
+to the bucket's length. A batch with fewer texts (the last one, or a call
 with few texts: the MCTS driver at 1-8 trees in flight scores 4-15 texts a
 call) is padded with dummy rows only up to the smallest ROW bucket that
-holds it, powers of two up to `score_batch_size`, instead of to the full
-batch, which made ~90% of such calls' compute padding. So one compiled
-function per (row bucket, length bucket) serves every call; `warmup()`
-compiles them all up front. Rows are independent (per-row attention and
-pooling), so a text's score does not depend on its batch beyond float32
-rounding: XLA may pick another matmul kernel for a small batch (measured on
-CPU: 1-4 rows differ from 8 by ~4e-7 relative). The score is
-`score_transform(raw, cfg.ppm)`, the same function training uses.
+holds it (`engine.score_row_buckets`, else powers of two up to
+`score_batch_size`), instead of to the full batch, which made ~90% of such
+calls' compute padding. So one compiled function per (row bucket, length
+bucket) serves every call; `warmup()` compiles them all up front. Rows are
+independent (per-row attention and pooling), so a text's score does not
+depend on its batch beyond float32 rounding: XLA may pick another matmul
+kernel for another row count (measured on CPU: 1-4 rows differ from 8 by
+~4e-7 relative). With a single row bucket every call has one shape per
+length bucket and a text's score is bit-identical in any company. The score
+is `score_transform(raw, cfg.ppm)`, the same function training uses.
 """
 
 from __future__ import annotations

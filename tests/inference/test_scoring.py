@@ -87,7 +87,7 @@ def test_score_buckets_replace_the_prefill_buckets(ppm, tokenizer):
     texts = [t * 2 for t in TEXTS[:4]]
     lengths = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
     got = fine.score(texts)
-    # One call of 4 rows padded to the first bucket holding the longest text.
+    # The four texts fall in one length bucket: one call of 4 rows at that bucket.
     assert seen == [(4, min(b for b in fine.buckets if b >= max(lengths)))]
     np.testing.assert_allclose(got, coarse.score(texts), rtol=2e-6, atol=1e-7)
 
