@@ -36,6 +36,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -278,6 +279,11 @@ def write_jsonl(path: str, rows: Iterable[Dict[str, Any]]) -> int:
     return n
 
 
+def _id_key(pid: str):
+    """Natural order of ids: `arith-0-2` before `arith-0-10`."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", pid)]
+
+
 def extract_to_dir(tree_dir: str, out_dir: str, cfg) -> Dict[str, Any]:
     """Reads the tree files of `tree_dir`; writes sft.jsonl, ppm.jsonl,
     dropped.jsonl and summary.json into `out_dir`. Returns the summary."""
@@ -285,7 +291,10 @@ def extract_to_dir(tree_dir: str, out_dir: str, cfg) -> Dict[str, Any]:
 
     if not tree_files(tree_dir):
         raise FileNotFoundError(f"no tree files in {tree_dir}")
-    records = load_records(tree_dir)
+    # Problem-id order, not the files' (the order searches finished in): a
+    # resumed or multi-host search writes the same trees in another order,
+    # and the records' order is the training data's.
+    records = sorted(load_records(tree_dir), key=lambda r: _id_key(str(r["id"])))
     ex = extract_records(records, cfg.mcts, cfg.data.assistant_sep)
     os.makedirs(out_dir, exist_ok=True)
     write_jsonl(os.path.join(out_dir, "sft.jsonl"), ex.sft)

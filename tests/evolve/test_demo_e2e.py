@@ -102,3 +102,7 @@ def test_reduced_run_killed_mid_search_resumes_to_the_same_report(tmp_path):
     assert len(ids) == len(set(ids)) == 12
     clean_trees = (clean / "round_2" / "search" / "trees" / "trees.0.jsonl").read_text().splitlines()
     assert sorted(trees.read_text().splitlines()) == sorted(clean_trees)
+    # Same trees written in another order: the training data is the same, in the same order.
+    for name in ("sft.jsonl", "ppm.jsonl"):
+        extracted = [run / "round_2" / "extract" / name for run in (clean, killed)]
+        assert extracted[0].read_text() == extracted[1].read_text(), name
