@@ -329,6 +329,9 @@ class EvolveConfig:
     base_policy: Optional[str] = None  # checkpoint or HF dir of the base model
     bootstrap_policy: Optional[str] = None  # round-1 policy if not the base
     ppm_init: str = "policy"  # policy | base | previous (the previous round's PPM)
+    # Policy SFT data: this round's extracted trajectories (`round`), or
+    # those of rounds 1..N, exact duplicates dropped (`cumulative`).
+    sft_data: str = "round"
     stages: List[str] = field(
         default_factory=lambda: ["problems", "search", "extract", "sft", "ppm", "eval"]
     )
@@ -439,6 +442,7 @@ CHOICES: Dict[str, tuple] = {
     "train.sft.schedule": ("linear", "constant", "cosine"),
     "train.ppm.schedule": ("linear", "constant", "cosine"),
     "evolve.ppm_init": ("policy", "base", "previous"),
+    "evolve.sft_data": ("round", "cumulative"),
     "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
     "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),

@@ -8,6 +8,7 @@ killed stage resumable here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Dict, Optional
@@ -144,8 +145,10 @@ def extract(ctx: StageContext) -> Dict[str, Any]:
 
 
 def sft(ctx: StageContext) -> Dict[str, Any]:
-    """The round's policy: SFT from `ctx.sft_init()` on the extracted trajectories."""
-    data, init = ctx.output(ctx.round, "extract", "sft"), ctx.sft_init()
+    """The round's policy: SFT from `ctx.sft_init()` on the extracted
+    trajectories (this round's, or rounds 1..N's with `evolve.sft_data:
+    cumulative`)."""
+    data, init = _sft_data(ctx), ctx.sft_init()
     if _empty(data):
         # Search verified nothing: the round keeps its starting policy.
         reason = f"round {ctx.round}: search verified no trajectory; the policy stays {init}"
@@ -155,6 +158,33 @@ def sft(ctx: StageContext) -> Dict[str, Any]:
 
     summary = train_policy(_with_tokenizer(ctx), data, ctx.path("train"), init_from=init)
     return _train_outputs(ctx, summary, {"sft_loss": summary.get("final_loss")})
+
+
+def _sft_data(ctx: StageContext) -> str:
+    """The round's SFT file; cumulative: rounds 1..N's records in round
+    order, a (query, response) seen in an earlier round dropped."""
+    own = ctx.output(ctx.round, "extract", "sft")
+    if ctx.cfg.evolve.sft_data != "cumulative" or ctx.round <= 1:
+        return own
+    seen, rows = set(), []
+    for r in range(1, ctx.round + 1):
+        path = own if r == ctx.round else ctx.output(r, "extract", "sft")
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                key = (rec.get("query"), rec.get("response"))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(line if line.endswith("\n") else line + "\n")
+    out = ctx.path("data.jsonl")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(rows)
+    os.replace(tmp, out)
+    return out
 
 
 def _empty(path: str) -> bool:

@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from rstar_jax.config import load_config
 from rstar_jax.evolve.context import StageContext
 from rstar_jax.evolve.stages import model_overrides, problems, with_ppm, world
@@ -140,3 +142,33 @@ def test_empty_round_data_keeps_models_or_says_why(tmp_path, monkeypatch):
     _finished(run, 1, "ppm", {"model": "/m/ppm1"})
     out = ppm(StageContext(cfg=cfg, run_dir=run, round=2, stage="ppm"))
     assert out["outputs"]["model"] == "/m/ppm1"
+
+
+def test_cumulative_sft_data_pools_rounds_without_repeats(tmp_path, monkeypatch):
+    import rstar_jax.training
+    from rstar_jax.evolve.stages import sft
+
+    seen = []
+
+    def train(cfg, data, out_dir, *, init_from=None):
+        with open(data) as f:
+            seen.append((os.path.basename(data), [json.loads(x)["response"] for x in f]))
+        return {"final": os.path.join(out_dir, "final"), "steps": 1, "final_loss": 0.1}
+
+    monkeypatch.setattr(rstar_jax.training, "train_policy", train, raising=False)
+    run = str(tmp_path)
+    rounds = {1: ["a", "b"], 2: ["b", "c"], 3: ["d", "a", "d"]}
+    for r, responses in rounds.items():
+        path = tmp_path / f"sft{r}.jsonl"
+        path.write_text("".join(json.dumps({"query": "q", "response": x, "id": "p"}) + "\n"
+                                for x in responses))
+        _finished(run, r, "extract", {"sft": str(path), "ppm": str(path)})
+    for mode in ("round", "cumulative"):
+        cfg = load_config(None, ["evolve.base_policy=/base", f"evolve.sft_data={mode}"])
+        for r in (1, 3):
+            sft(StageContext(cfg=cfg, run_dir=run, round=r, stage="sft"))
+    assert seen == [("sft1.jsonl", ["a", "b"]), ("sft3.jsonl", ["d", "a", "d"]),
+                    # round 1 has nothing earlier; round 3: rounds 1..3 in order, repeats dropped
+                    ("sft1.jsonl", ["a", "b"]), ("data.jsonl", ["a", "b", "c", "d"])]
+    with pytest.raises(ValueError, match="sft_data"):
+        load_config(None, ["evolve.sft_data=all"])
