@@ -36,7 +36,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -279,22 +278,17 @@ def write_jsonl(path: str, rows: Iterable[Dict[str, Any]]) -> int:
     return n
 
 
-def _id_key(pid: str):
-    """Natural order of ids: `arith-0-2` before `arith-0-10`."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", pid)]
-
-
 def extract_to_dir(tree_dir: str, out_dir: str, cfg) -> Dict[str, Any]:
     """Reads the tree files of `tree_dir`; writes sft.jsonl, ppm.jsonl,
     dropped.jsonl and summary.json into `out_dir`. Returns the summary."""
-    from rstar_jax.search.treefile import load_records, tree_files
+    from rstar_jax.search.treefile import id_order_key, load_records, tree_files
 
     if not tree_files(tree_dir):
         raise FileNotFoundError(f"no tree files in {tree_dir}")
     # Problem-id order, not the files' (the order searches finished in): a
     # resumed or multi-host search writes the same trees in another order,
     # and the records' order is the training data's.
-    records = sorted(load_records(tree_dir), key=lambda r: _id_key(str(r["id"])))
+    records = sorted(load_records(tree_dir), key=lambda r: id_order_key(r["id"]))
     ex = extract_records(records, cfg.mcts, cfg.data.assistant_sep)
     os.makedirs(out_dir, exist_ok=True)
     write_jsonl(os.path.join(out_dir, "sft.jsonl"), ex.sft)

@@ -189,7 +189,7 @@ def merge_tree_files(tree_dir: str, out_path: Optional[str] = None) -> Dict[str,
             recs[key] = encode(rec)
     tmp = out_path + ".tmp"
     with open(tmp, "wb") as f:
-        for key in sorted(recs, key=_id_key):
+        for key in sorted(recs, key=id_order_key):
             f.write(recs[key])
         f.flush()
         os.fsync(f.fileno())
@@ -197,6 +197,11 @@ def merge_tree_files(tree_dir: str, out_path: Optional[str] = None) -> Dict[str,
     return {"shards": len(shards), "records": len(recs), "duplicates": dup}
 
 
-def _id_key(pid: str):
-    """Numeric ids sort numerically, the rest as strings after them."""
-    return (0, int(pid), "") if pid.lstrip("-").isdigit() else (1, 0, pid)
+def id_order_key(pid: Any) -> List[Tuple[int, int, str]]:
+    """Problem-id order: integer ids numerically and first, the rest in
+    natural order (`arith-0-2` before `arith-0-10`)."""
+    s = str(pid)
+    if s.lstrip("-").isdigit():
+        return [(0, int(s), "")]
+    return [(1, 0, "")] + [(0, int(p), "") if p.isdigit() else (1, 0, p)
+                           for p in re.split(r"(\d+)", s)]

@@ -139,3 +139,9 @@ def test_record_answers_for_selection(tmp_path):
     got = [(a, round(s, 4)) for a, s in treefile.record_answers(r)]
     assert got == [("7", -0.9), ("8", 0.9)]
     assert r["answer"] is None and r["solved"] is False
+
+
+def test_problem_id_order_is_shared_by_merge_and_extraction():
+    ids = ["p10", "10", "arith-0-10", "-1", "p2", "2", "arith-0-2"]
+    assert sorted(ids, key=treefile.id_order_key) == ["-1", "2", "10", "arith-0-2", "arith-0-10",
+                                                      "p2", "p10"]
