@@ -166,24 +166,20 @@ def _sft_data(ctx: StageContext) -> str:
     own = ctx.output(ctx.round, "extract", "sft")
     if ctx.cfg.evolve.sft_data != "cumulative" or ctx.round <= 1:
         return own
-    seen, rows = set(), []
+    from rstar_jax.data.extract import write_jsonl
+
+    seen, recs = set(), []
     for r in range(1, ctx.round + 1):
         path = own if r == ctx.round else ctx.output(r, "extract", "sft")
         with open(path, encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
+            for rec in (json.loads(line) for line in f if line.strip()):
                 key = (rec.get("query"), rec.get("response"))
                 if key not in seen:
                     seen.add(key)
-                    rows.append(line if line.endswith("\n") else line + "\n")
+                    recs.append(rec)
     out = ctx.path("data.jsonl")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(rows)
-    os.replace(tmp, out)
+    write_jsonl(out, recs)
     return out
 
 

@@ -219,10 +219,6 @@ def test_tags_helper_consistency():
 
 def test_extract_to_dir_is_independent_of_the_order_trees_were_written(tmp_path):
     # A resumed (or multi-host) search writes the same trees in another order.
-    import json as _json
-
-    from rstar_jax.data.extract import extract_to_dir
-
     conf = cfg()
     recs = [record([MAIN], pid=f"arith-0-{i}") for i in (10, 2, 1)]
     outs = []
@@ -231,10 +227,10 @@ def test_extract_to_dir_is_independent_of_the_order_trees_were_written(tmp_path)
         d.mkdir()
         with open(d / "trees.0.jsonl", "w") as f:
             for r in order:
-                f.write(_json.dumps(r) + "\n")
-        extract_to_dir(str(d), str(tmp_path / f"out_{name}"), conf)
+                f.write(json.dumps(r) + "\n")
+        X.extract_to_dir(str(d), str(tmp_path / f"out_{name}"), conf)
         outs.append(tmp_path / f"out_{name}")
     for f in ("sft.jsonl", "ppm.jsonl", "dropped.jsonl"):
         assert (outs[0] / f).read_text() == (outs[1] / f).read_text()
-    ids = [_json.loads(line)["id"] for line in (outs[0] / "sft.jsonl").read_text().splitlines()]
+    ids = [json.loads(line)["id"] for line in (outs[0] / "sft.jsonl").read_text().splitlines()]
     assert ids == sorted(ids, key=lambda s: int(s.split("-")[-1])) and len(set(ids)) == 3
