@@ -24,7 +24,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from rstar_jax.config.schema import CHOICES, Config
+from rstar_jax.config.schema import CHOICES, RANGES, Config
 
 BASE_KEY = "base_config"
 _MAX_CHAIN = 32
@@ -164,6 +164,13 @@ def _check_choices(node) -> None:
             )
 
 
+def _check_ranges(node) -> None:
+    for key, (lo, hi) in RANGES.items():
+        value = OmegaConf.select(node, key)
+        if not lo <= value <= hi:
+            raise ConfigError(f"bad value for '{key}': {value!r}; expected a number in [{lo}, {hi}]")
+
+
 def _check_mesh(node) -> None:
     sizes = [node.mesh.data, node.mesh.fsdp, node.mesh.tensor]
     if sum(1 for s in sizes if s == -1) > 1:
@@ -192,6 +199,7 @@ def load_config(
             raise _explain(e, file) from None
     node = apply_overrides(node, overrides)
     _check_choices(node)
+    _check_ranges(node)
     _check_mesh(node)
     return OmegaConf.to_object(node)
 

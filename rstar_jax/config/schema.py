@@ -265,6 +265,10 @@ class DataConfig:
     arith_levels: List[int] = field(default_factory=lambda: [1, 2, 3, 4])
     arith_test_seed: int = 1_000_003
     arith_test_count: int = 128
+    # Share of level-4 problems that end with a remainder question (answers
+    # 0-8: a wrong chain of steps often lands on the gold answer, and a
+    # search then keeps wrong trajectories as verified ones).
+    arith_final_mod_share: float = 0.5
     # The demo's pretraining corpus of imperfect solutions (data/corpus.py):
     # its own problem stream, and per level 1..4 the share of wrong solutions.
     arith_corpus_seed: int = 7_000_001
@@ -454,3 +458,8 @@ CHOICES: Dict[str, tuple] = {
 def replace(cfg, **changes):
     """`dataclasses.replace` re-exported for frozen sections."""
     return dataclasses.replace(cfg, **changes)
+
+# Numeric values restricted to a closed interval, checked after type validation.
+RANGES: Dict[str, tuple] = {
+    "data.arith_final_mod_share": (0.0, 1.0),
+}

@@ -6,8 +6,9 @@ stated as one short sentence, then a question. Four difficulty levels:
   1. one operation (+, -, x);
   2. two chained operations (adds exact division);
   3. three or four operations plus one or two distractor numbers;
-  4. five operations mixing multiplication, division, percentages and a
-     final remainder, plus distractors.
+  4. five operations mixing multiplication, division, percentages and (in
+     a share `final_mod` of them, half by default) a final remainder, plus
+     distractors.
 
 Every item is a pure function of (seed, index): a `random.Random` seeded by
 the string "arith:{seed}:{index}" (string seeds hash with SHA-512, stable
@@ -27,6 +28,12 @@ from typing import List, Optional, Sequence, Tuple
 from rstar_jax.data.problems import Problem
 
 LEVELS = (1, 2, 3, 4)
+FINAL_MOD = 0.5  # share of level-4 problems ending with a remainder question
+
+
+def _check_share(final_mod: float) -> None:
+    if not 0.0 <= final_mod <= 1.0:
+        raise ValueError(f"arith final_mod share must be in [0, 1], got {final_mod}")
 
 _NAMES = (("Ann", "She"), ("Ben", "He"), ("Cal", "He"), ("Dee", "She"), ("Eva", "She"), ("Max", "He"))
 _ITEMS = ("apples", "pens", "cards", "coins", "books", "eggs")
@@ -151,12 +158,14 @@ def _num_ops(rng: random.Random, level: int) -> int:
     return {1: 1, 2: 2, 3: rng.choice((3, 4)), 4: 5}[level]
 
 
-def _chain(rng: random.Random, level: int, start: int, pronoun: str) -> Optional[List[Op]]:
+def _chain(rng: random.Random, level: int, start: int, pronoun: str,
+           final_mod_share: float) -> Optional[List[Op]]:
     """Draws the operations; None when the draw painted itself into a corner."""
     kinds = _LEVEL_KINDS[level]
     count = _num_ops(rng, level)
-    # Level 4 ends with a remainder question half of the time.
-    final_mod = level == 4 and rng.random() < 0.5
+    # Level 4 ends with a remainder question in a share of its problems
+    # (levels 1-3 make no such draw and do not depend on the share).
+    final_mod = level == 4 and rng.random() < final_mod_share
     ops: List[Op] = []
     used: set = set()
     x = start
@@ -183,16 +192,23 @@ def _chain(rng: random.Random, level: int, start: int, pronoun: str) -> Optional
     return ops
 
 
-def make_item(seed: int, index: int, level: int) -> ArithItem:
-    """The problem number `index` of stream `seed` at `level` (deterministic)."""
+def make_item(seed: int, index: int, level: int, final_mod: float = FINAL_MOD) -> ArithItem:
+    """The problem number `index` of stream `seed` at `level` (deterministic).
+
+    `final_mod`: the share of level-4 problems that end with a remainder
+    question ("How many ... are not in a box?"). Their answers are small
+    (0 to 8), so a wrong chain of steps lands on the gold answer often; a
+    search then verifies wrong trajectories as correct.
+    """
     if level not in LEVELS:
         raise ValueError(f"arith level must be one of {LEVELS}, got {level}")
+    _check_share(final_mod)
     rng = random.Random(f"arith:{seed}:{index}")
     name, pronoun = rng.choice(_NAMES)
     item = rng.choice(_ITEMS)
     while True:
         start = rng.randint(4, 40) if level <= 2 else rng.choice(range(12, 97, 4))
-        ops = _chain(rng, level, start, pronoun)
+        ops = _chain(rng, level, start, pronoun, final_mod)
         if ops is not None:
             break
     start_sentence = f"{name} has {start} {item}."
@@ -222,11 +238,12 @@ def level_of(index: int, levels: Sequence[int]) -> int:
     return levels[index % len(levels)]
 
 
-def generate_items(seed: int, count: int, levels: Sequence[int] = LEVELS) -> List[ArithItem]:
+def generate_items(seed: int, count: int, levels: Sequence[int] = LEVELS,
+                   final_mod: float = FINAL_MOD) -> List[ArithItem]:
     """`count` structured problems of stream `seed`, levels cycling."""
     if not levels:
         raise ValueError("arith levels must not be empty")
-    return [make_item(seed, i, level_of(i, levels)) for i in range(count)]
+    return [make_item(seed, i, level_of(i, levels), final_mod) for i in range(count)]
 
 
 def to_problem(item: ArithItem) -> Problem:
@@ -237,6 +254,7 @@ def to_problem(item: ArithItem) -> Problem:
     )
 
 
-def generate_problems(seed: int, count: int, levels: Sequence[int] = LEVELS) -> List[Problem]:
+def generate_problems(seed: int, count: int, levels: Sequence[int] = LEVELS,
+                      final_mod: float = FINAL_MOD) -> List[Problem]:
     """`count` problems of stream `seed` (ids `arith-{seed}-{index}`)."""
-    return [to_problem(it) for it in generate_items(seed, count, levels)]
+    return [to_problem(it) for it in generate_items(seed, count, levels, final_mod)]

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rstar_jax.data import prompts
-from rstar_jax.data.arith import LEVELS, ArithItem, apply_op, generate_items, op_code
+from rstar_jax.data.arith import FINAL_MOD, LEVELS, ArithItem, apply_op, generate_items, op_code
 
 ERROR_KINDS = ("wrong_op", "wrong_operand", "skip", "off_by_one")
 # Per-level probability that a solution holds one mistake (levels 1..4).
@@ -157,6 +157,7 @@ def make_corpus(
     levels: Sequence[int] = LEVELS,
     error_rates: Sequence[float] = DEFAULT_ERROR_RATES,
     habits: Optional[Mapping[str, float]] = None,
+    final_mod: float = FINAL_MOD,
 ) -> List[Mapping[str, object]]:
     """`count` solved problems of stream `seed`, imperfect as the module says.
 
@@ -169,12 +170,14 @@ def make_corpus(
       error_rates: per level 1..4, the share of solutions with one slip.
       habits: per operation kind, the probability that a step of that kind
         is written as its wrong twin (drawn per step).
+      final_mod: share of level-4 problems ending with a remainder question
+        (arith.make_item).
     """
     rates = _rates_by_level(error_rates)
     habits = dict(habits or {})
     _check_habits(habits)
     records = []
-    for item in generate_items(seed, count, levels):
+    for item in generate_items(seed, count, levels, final_mod):
         rng = random.Random(f"corpus:{seed}:{item.index}")
         error = rng.choice(ERROR_KINDS) if rng.random() < rates[item.level] else None
         # A separate stream for habits keeps the slips of a habit-free corpus

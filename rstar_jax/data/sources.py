@@ -42,7 +42,8 @@ def load_problems(data_cfg: DataConfig, split: str = "train") -> List[Problem]:
 
         seed = data_cfg.arith_test_seed if test else data_cfg.arith_seed
         count = data_cfg.arith_test_count if test else data_cfg.arith_count
-        return _limit(generate_problems(seed, count, data_cfg.arith_levels), limit)
+        return _limit(generate_problems(seed, count, data_cfg.arith_levels,
+                                        data_cfg.arith_final_mod_share), limit)
     if source == "jsonl":
         path = data_cfg.test_path if test else data_cfg.path
         if not path:

@@ -57,14 +57,15 @@ def make_world(cfg: Config, out_dir: str) -> Dict[str, int]:
     d = cfg.data
     os.makedirs(out_dir, exist_ok=True)
     paths = {name: os.path.join(out_dir, name) for name in WORLD_FILES}
-    train = generate_problems(d.arith_seed, d.arith_count, d.arith_levels)
-    test = generate_problems(d.arith_test_seed, d.arith_test_count, d.arith_levels)
+    train = generate_problems(d.arith_seed, d.arith_count, d.arith_levels, d.arith_final_mod_share)
+    test = generate_problems(d.arith_test_seed, d.arith_test_count, d.arith_levels,
+                             d.arith_final_mod_share)
     for name, problems in (("train.jsonl", train), ("test.jsonl", test)):
         if not os.path.exists(paths[name]):
             write_problems(paths[name], problems)
     if not os.path.exists(paths["corpus.jsonl"]):
         corpus = make_corpus(d.arith_corpus_seed, d.arith_corpus_count, d.arith_levels,
-                             d.arith_error_rates, d.arith_habits)
+                             d.arith_error_rates, d.arith_habits, d.arith_final_mod_share)
         _write_jsonl(paths["corpus.jsonl"], corpus)
     corpus = read_corpus(paths["corpus.jsonl"])
     if not os.path.exists(paths["tokenizer"]):

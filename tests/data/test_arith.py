@@ -48,6 +48,32 @@ def test_levels_have_their_shape():
     assert {"pct", "mod", "div", "mul"} <= kinds4
 
 
+def test_final_mod_share_changes_only_the_remainder_problems():
+    half = generate_items(5, 400)
+    none = generate_items(5, 400, final_mod=0.0)
+    every = generate_items(5, 400, final_mod=1.0)
+    mod_ended = [a.ops[-1].kind == "mod" for a in half]
+    assert 20 <= sum(mod_ended) <= 80  # about half of the 100 level-4 problems
+    assert not any(it.ops[-1].kind == "mod" for it in none)
+    assert all(it.ops[-1].kind == "mod" for it in every if it.level == 4)
+    for a, b in zip(half, none):
+        # Levels 1-3 stay the same; level 4 keeps its shape and exact answers.
+        if a.level < 4:
+            assert a == b
+        else:
+            assert len(b.ops) == 5 and b.ops[0].kind in ("mul", "pct")
+            assert "not in a box" not in b.question and _recompute(b) == b.answer
+    assert sum(a != b for a, b in zip(half, none)) >= sum(mod_ended)
+    with pytest.raises(ValueError, match=r"final_mod share must be in \[0, 1\]"):
+        generate_items(5, 4, final_mod=1.5)
+
+
+def test_corpus_follows_the_final_mod_share():
+    recs = make_corpus(9, 80, final_mod=0.0)
+    assert recs and not any("not in a box" in r["query"] for r in recs)
+    assert any("not in a box" in r["query"] for r in make_corpus(9, 80))
+
+
 def test_worked_example_semantics():
     assert apply_op("pct", 40, 25) == 30
     assert apply_op("mod", 23, 4) == 3
