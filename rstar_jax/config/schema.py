@@ -459,6 +459,7 @@ def replace(cfg, **changes):
     """`dataclasses.replace` re-exported for frozen sections."""
     return dataclasses.replace(cfg, **changes)
 
+
 # Numeric values restricted to a closed interval, checked after type validation.
 RANGES: Dict[str, tuple] = {
     "data.arith_final_mod_share": (0.0, 1.0),
