@@ -9,6 +9,10 @@ Quirks, on purpose:
   box: `\\boxed{\\boxed{3}}` gives `3`.
 - Braces are matched; escaped braces `\\{` `\\}` (LaTeX set braces) are text,
   not nesting, so `\\boxed{\\{1,2\\}}` gives `\\{1,2\\}`.
+- Several boxes in a row, separated only by commas, `and`, `or`, `;`,
+  `\\quad`, spacing or `$` (`$\\boxed{1}$, $\\boxed{2}$`), are one answer,
+  joined as `1, 2` (read by the grader as a list of answers). Boxes with
+  other words between them stay separate, and the last one wins.
 - `\\boxed 5` (no braces, TeX's one-token argument) gives the token up to the
   next whitespace, `$` or end of text.
 - An unterminated box (a response cut by the token limit) or an empty one
@@ -21,10 +25,12 @@ Quirks, on purpose:
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Optional, Tuple
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _TEXT_RE = re.compile(r"\\(?:text|textbf|mbox)\s*\{")
+_JOINER_RE = re.compile(
+    r"^(?:\s|\$|\\[ ,;!]|\\q?quad|~)*(?:,|;|and|or|\\text\{\s*(?:and|or|,)\s*\})?(?:\s|\$|\\[ ,;!]|\\q?quad|~)*$")
 
 
 def _match_brace(text: str, open_at: int) -> int:
@@ -79,9 +85,23 @@ def extract_answer(text: str) -> Optional[str]:
     if not isinstance(text, str):
         return None
     matches = list(_BOX_RE.finditer(text))
-    if not matches:
+    last = _box_at(text, matches[-1]) if matches else None
+    if last is None:
         return None
-    m = matches[-1]
+    group = [last]
+    for m in reversed(matches[:-1]):
+        span = _box_at(text, m)
+        if span is None or span[1] > group[0][0] or not _JOINER_RE.match(text[span[1]: group[0][0]]):
+            break  # unterminated, enclosing the later box, or words in between
+        group.insert(0, span)
+    parts = [_clean(c) for _, _, c in group]
+    if len(parts) > 1 and all(parts):
+        return ", ".join(parts)
+    return parts[-1] or None
+
+
+def _box_at(text: str, m: re.Match) -> Optional[Tuple[int, int, str]]:
+    """(start, end, content) of the box whose keyword `m` matched, or None."""
     i = m.end()
     while i < len(text) and text[i] == " ":
         i += 1
@@ -89,11 +109,8 @@ def extract_answer(text: str) -> Optional[str]:
         close = _match_brace(text, i)
         if close < 0:
             return None
-        ans = text[i + 1: close]
-    else:
-        token = re.match(r"[^\s$]+", text[i:])
-        if token is None:
-            return None
-        ans = token.group(0)
-    ans = _clean(ans)
-    return ans or None
+        return m.start(), close + 1, text[i + 1: close]
+    token = re.match(r"[^\s$]+", text[i:])
+    if token is None:
+        return None
+    return m.start(), i + token.end(), token.group(0)

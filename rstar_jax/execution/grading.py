@@ -36,16 +36,26 @@ from fractions import Fraction
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
 from rstar_jax.execution.answers import unwrap_text
+from rstar_jax.execution.forms import (
+    Quantity,
+    answer_from_text,
+    braced_fractions,
+    canonical_relations,
+    parse_clock,
+    parse_quantity,
+)
+from rstar_jax.execution.forms import _plain as _plain_number
 
 logger = logging.getLogger(__name__)
 
 REL_TOL = 1e-4
+MAX_RESPONSE_CHARS = 100_000  # a pred may be a whole response; longer is refused unread
 MAX_ANSWER_CHARS = 2000  # longer "answers" are garbage (or an attack on the parser): unequal
 Gold = Union[str, Sequence[str]]
 
 _SPACE_RE = re.compile(r"\s+")
-_NUM_RE = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+")
-_FRAC_RE = re.compile(r"^([-+]?)\\frac\{([^{}]+)\}\{([^{}]+)\}$")
+_SQRT_SHORT_RE = re.compile(r"\\sqrt(\d)")
+_LIST_COMMA_RE = re.compile(r",\s")
 
 
 def normalize(s: str) -> str:
@@ -54,29 +64,12 @@ def normalize(s: str) -> str:
     for old, new in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""),
                      ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\displaystyle", "")):
         s = s.replace(old, new)
+    s = braced_fractions(s)
+    s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
     s = _SPACE_RE.sub("", s)
     if s.endswith(".") and not s.endswith("\\."):
         s = s[:-1]
     return s.strip("$")
-
-
-def _plain_number(s: str) -> Optional[Fraction]:
-    """The exact value of a plain number string, or None."""
-    if _NUM_RE.fullmatch(s):
-        return Fraction(s.replace(",", ""))
-    m = _FRAC_RE.match(s)
-    if m:
-        num, den = _plain_number(m.group(2)), _plain_number(m.group(3))
-    elif s.count("/") == 1:
-        a, b = s.split("/")
-        num, den = _plain_number(a), _plain_number(b)
-        m = None
-    else:
-        return None
-    if num is None or den is None or den == 0:
-        return None
-    value = num / den
-    return -value if m and m.group(1) == "-" else value
 
 
 def parse_number(s: str) -> Optional[Tuple[Fraction, bool]]:
@@ -104,26 +97,62 @@ def numbers_equal(pred: Tuple[Fraction, bool], gold: Tuple[Fraction, bool]) -> b
     return _close(p, g)
 
 
+def quantities_equal(pred: Quantity, gold: Quantity) -> bool:
+    """Stage 2 for decorated numbers: units must agree when both sides have one."""
+    if pred.unit and gold.unit and pred.unit != gold.unit:
+        return False
+    return numbers_equal((pred.value, pred.percent), (gold.value, gold.percent))
+
+
+def prepare(s: str) -> str:
+    """The answer part of `s` with relations and angle brackets canonical (module doc)."""
+    s = canonical_relations(answer_from_text(str(s)))
+    if "\\langle" in s:
+        s = s.replace("\\langle", "(").replace("\\rangle", ")")
+    return s
+
+
 def _verify(pred: str, gold: str, timeout: Optional[int]) -> bool:
     from math_verify import parse, verify
+    from math_verify.utils import timeout as with_timeout
+
+    from rstar_jax.execution.closeness import approx_equal
 
     kw = {"parsing_timeout": timeout}
     gold_parsed = parse(f"\\boxed{{{gold}}}", **kw)
     pred_parsed = parse(f"\\boxed{{{pred}}}", **kw)
     if not gold_parsed or not pred_parsed:
         return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+    if verify(gold_parsed, pred_parsed, timeout_seconds=timeout):
+        return True
+    return bool(with_timeout(timeout)(approx_equal)(gold_parsed[0], pred_parsed[0]))
 
 
-def _grade_one(pred: str, gold: str, timeout_s: float) -> bool:
+def _fast(pred: str, gold: str) -> Optional[bool]:
+    """Stages 1 and 2: a final answer from string work alone, or None."""
     p, g = normalize(pred), normalize(gold)
     if not p or not g or len(p) > MAX_ANSWER_CHARS or len(g) > MAX_ANSWER_CHARS:
         return False
     if p == g:
         return True
-    pn, gn = parse_number(p), parse_number(g)
-    if pn is not None and gn is not None:
-        return numbers_equal(pn, gn)
+    if _LIST_COMMA_RE.search(pred) or _LIST_COMMA_RE.search(gold):
+        return None  # `1, 234` is a list of two answers, not one thousand two hundred ...
+    pq, gq = parse_quantity(pred), parse_quantity(gold)
+    if pq is not None and gq is not None:
+        return quantities_equal(pq, gq)
+    pc, gc = parse_clock(pred), parse_clock(gold)
+    if pc is not None and gc is not None:
+        return pc == gc
+    return None
+
+
+def _grade_one(pred: str, gold: str, timeout_s: float) -> bool:
+    if len(pred) > MAX_RESPONSE_CHARS or len(gold) > MAX_RESPONSE_CHARS:
+        return False
+    pred, gold = prepare(pred), prepare(gold)
+    verdict = _fast(pred, gold)
+    if verdict is not None:
+        return verdict
     if threading.current_thread() is threading.main_thread():
         return _verify(pred, gold, max(1, math.ceil(timeout_s)))
     box: list = []

@@ -1,0 +1,195 @@
+"""String-level answer forms the grader reads before any parser (spec section 8).
+
+Pure string work, no sympy, so the grader's fast path stays cheap:
+- `answer_from_text`: the answer a response commits to: its `\\boxed{}`
+  (several adjacent boxes joined, see `answers.extract_answer`), else, for
+  prose with inline math, the last `$...$` / `\\(...\\)` / `\\[...\\]`.
+- `canonical_relations`: ASCII and unicode relations (`!=`, `>=`, `<=`,
+  `≠`, `\\ne`, `\\ge`, `\\le`) spelt as `\\neq`, `\\geq`, `\\leq`.
+- `parse_quantity`: a number with its decoration: scientific notation
+  (`2.31\\times10^{-3}`, `2.31e-3`), a mixed number (`1 1/2`,
+  `1\\frac{1}{2}`: a whole part and a PROPER fraction, else not a mixed
+  number), a percent sign, a leading `\\$`, a trailing unit word
+  (`10 weeks`, `5\\text{ cm}`, `90^\\circ`). A unit is a word of two letters
+  or more set off by space from the number (`5x` is not "5 with unit x").
+- `parse_clock`: `H:MM` or `H:MM:SS` with an optional am/pm, as seconds
+  since midnight, so `20:34:00` equals `20:34` and `8:34 pm`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Optional
+
+from rstar_jax.execution.answers import extract_answer, unwrap_text
+
+_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
+_NUM_RE = re.compile(rf"[-+]?(?:{_NUM})")
+_FRAC_RE = re.compile(r"^([-+]?)\\frac\{([^{}]+)\}\{([^{}]+)\}$")
+_SCI_RE = re.compile(rf"^([-+]?(?:{_NUM}))(?:\\times|\\cdot|\*|×)10\^(?:\{{([-+]?\d{{1,4}})\}}|([-+]?\d))$")
+_E_RE = re.compile(rf"^([-+]?(?:{_NUM}))[eE]([-+]?\d{{1,4}})$")
+_MIXED_SLASH_RE = re.compile(r"^([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
+_MIXED_FRAC_RE = re.compile(r"^([-+]?)(\d+)\s*\\[dt]?frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))$")
+_UNIT_RE = re.compile(r"^(.*?\S)\s+((?:[A-Za-z]{2,}\.?\s*){1,3})(?:\^\{?([23])\}?)?$")
+_DEGREE_RE = re.compile(r"(?:\^\s*\{?\\circ\}?|°|\\degree)\s*$")
+_CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:([ap])\.?\s*m\.?)?$", re.IGNORECASE)
+_FRAC_SHORT_RE = re.compile(r"\\frac(?:(\d)|\{([^{}]*)\})(?:(\d)|\{([^{}]*)\})")
+_SPACING_RE = re.compile(r"\\[ ,;:!]|~")
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{")
+_MATH_SEGMENT_RE = re.compile(
+    r"\$\$(.+?)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_WORD_RE = re.compile(r"[A-Za-z]{2,}")
+_RELATIONS = ((re.compile(r"!=|≠|\\ne(?![a-zA-Z])"), r"\\neq "), (re.compile(r">=|≥|\\ge(?![a-zA-Z])"), r"\\geq "),
+              (re.compile(r"<=|≤|\\le(?![a-zA-Z])"), r"\\leq "))
+_UNIT_ALIASES = {"deg": "degree", "degrees": "degree", "°": "degree", "sec": "second", "min": "minute",
+                 "hr": "hour", "hrs": "hour", "feet": "foot", "inches": "inch"}
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number read from an answer, with what decorated it."""
+
+    value: Fraction
+    percent: bool = False
+    unit: str = ""  # canonical unit word(s), "" when none
+
+
+def answer_from_text(s: str) -> str:
+    """The answer part of `s` (see module doc); `s` itself when it is not prose."""
+    if "\\boxed" in s or "\\fbox" in s:
+        boxed = extract_answer(s)
+        if boxed is not None:
+            return boxed
+    if "$" not in s and "\\(" not in s and "\\[" not in s:
+        return s
+    segments = list(_MATH_SEGMENT_RE.finditer(s))
+    if not segments:
+        return s
+    outside = _MATH_SEGMENT_RE.sub(" ", s)
+    if not _WORD_RE.search(unwrap_text(outside)):
+        return s  # only math and punctuation: not prose, leave it to normalisation
+    last = segments[-1]
+    return next(g for g in last.groups() if g is not None).strip()
+
+
+def braced_fractions(s: str) -> str:
+    """`\\frac13` and `\\frac1{3}` spelt `\\frac{1}{3}` (TeX's one-token arguments)."""
+    if "\\frac" not in s:
+        return s
+    return _FRAC_SHORT_RE.sub(
+        lambda m: "\\frac{" + (m.group(1) or m.group(2)) + "}{" + (m.group(3) or m.group(4)) + "}", s)
+
+
+def canonical_relations(s: str) -> str:
+    """`s` with every relation spelt the LaTeX way (see module doc)."""
+    if not any(c in s for c in "!=<>≠≥≤\\"):
+        return s
+    for pattern, repl in _RELATIONS:
+        s = pattern.sub(repl, s)
+    return s
+
+
+def _plain(s: str) -> Optional[Fraction]:
+    """Exact value of a space-free plain number, fraction or scientific form."""
+    if _NUM_RE.fullmatch(s):
+        return Fraction(s.replace(",", ""))
+    m = _SCI_RE.match(s) or _E_RE.match(s)
+    if m:
+        exp = int(next(g for g in m.groups()[1:] if g is not None))
+        return Fraction(m.group(1).replace(",", "")) * Fraction(10) ** exp
+    m = _FRAC_RE.match(s)
+    if m:
+        num, den = _plain(m.group(2)), _plain(m.group(3))
+    elif s.count("/") == 1:
+        a, b = s.split("/")
+        num, den = _plain(a), _plain(b)
+    else:
+        return None
+    if num is None or den is None or den == 0:
+        return None
+    value = num / den
+    return -value if m and m.group(1) == "-" else value
+
+
+def _mixed(s: str) -> Optional[Fraction]:
+    """`1 1/2` or `1\\frac{1}{2}` as 3/2; None unless the fraction is proper."""
+    m = _MIXED_SLASH_RE.match(s)
+    if m:
+        sign, whole, num, den = m.group(1), m.group(2), m.group(3), m.group(4)
+    else:
+        m = _MIXED_FRAC_RE.match(s)
+        if m is None:
+            return None
+        sign, whole = m.group(1), m.group(2)
+        num, den = m.group(3) or m.group(4), m.group(5) or m.group(6)
+    num, den = int(num), int(den)
+    if not 0 < num < den:
+        return None
+    value = int(whole) + Fraction(num, den)
+    return -value if sign == "-" else value
+
+
+def _unit_key(words: str, power: Optional[str]) -> str:
+    key = " ".join(_UNIT_ALIASES.get(w, w) for w in words.lower().replace(".", " ").split())
+    key = " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in key.split())
+    return key + (f"^{power}" if power else "")
+
+
+def _spaced(s: str) -> str:
+    """`s` with text commands unwrapped behind a space and TeX spacing as spaces."""
+    s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(0), s)
+    s = unwrap_text(s)
+    s = _SPACING_RE.sub(" ", s)
+    s = s.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    return braced_fractions(s)
+
+
+def parse_quantity(raw: str) -> Optional[Quantity]:
+    """The `Quantity` written in `raw` (see module doc), or None.
+
+    Args:
+      raw: an answer string before normalisation (spaces matter here:
+        `1 1/2` is a mixed number, `11/2` is not).
+    """
+    s = _spaced(raw).strip().strip("$").strip()
+    if s.endswith(".") and not s.endswith("\\."):
+        s = s[:-1].rstrip()
+    unit = ""
+    m = _DEGREE_RE.search(s)
+    if m:
+        s, unit = s[: m.start()].rstrip(), "degree"
+    else:
+        m = _UNIT_RE.match(s)
+        if m:
+            s, unit = m.group(1), _unit_key(m.group(2), m.group(3))
+    percent = False
+    for suffix in ("\\%", "%"):
+        if s.endswith(suffix):
+            s, percent = s[: -len(suffix)].rstrip(), True
+            break
+    if s.startswith("\\$"):
+        s = s[2:].lstrip()
+    value = _mixed(s)
+    if value is None:
+        value = _plain(re.sub(r"\s+", "", s))
+    if value is None:
+        return None
+    return Quantity(value, percent, unit)
+
+
+def parse_clock(raw: str) -> Optional[int]:
+    """Seconds since midnight for a clock time `H:MM[:SS][ am|pm]`, else None."""
+    m = _CLOCK_RE.match(_spaced(raw).strip().strip("$").strip().rstrip("."))
+    if m is None:
+        return None
+    h, mi, sec = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if mi > 59 or sec > 59 or h > 24:
+        return None
+    half = (m.group(4) or "").lower()
+    if half:
+        if not 1 <= h <= 12:
+            return None
+        h = h % 12 + (12 if half == "p" else 0)
+    return (h * 60 + mi) * 60 + sec
