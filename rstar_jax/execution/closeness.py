@@ -15,7 +15,9 @@ the same structures:
 - `i` as the imaginary unit: when the only free symbol on either side is `i`
   (so `i(2-i)` against `1+2i`), it is read as `I`.
 - trigonometric identities: when a side has trig functions, the difference
-  is expanded (`expand_trig`) and simplified (`trigsimp`) towards 0.
+  is expanded (`expand_trig`) and simplified (`trigsimp`) towards 0, else
+  both sides are evaluated at seven fixed points of both signs and must agree
+  to 1e-9 at every point where both are defined (at least four).
 
 Never exact where math-verify is not: nothing here treats an ordered tuple
 as a set, and a shape or bracket mismatch is unequal.
@@ -23,6 +25,7 @@ as a set, and a shape or bracket mismatch is unequal.
 
 from __future__ import annotations
 
+import cmath
 from typing import List, Optional
 
 import sympy
@@ -30,6 +33,7 @@ from sympy import FiniteSet, Interval, MatrixBase, Tuple, Union
 
 REL_TOL = 1e-4
 EXACT_TOL = 1e-12
+_SAMPLE_POINTS = (0.31, 1.13, -0.73, 2.27, -1.93, 0.83, -2.61)
 _TRIG = (sympy.sin, sympy.cos, sympy.tan, sympy.cot, sympy.sec, sympy.csc)
 
 
@@ -68,12 +72,35 @@ def _scalar_close(a, b) -> bool:
         if not (a.has(*_TRIG) or b.has(*_TRIG)):
             return False
         diff = sympy.trigsimp(sympy.expand_trig(a - b))
-        return diff == 0 or sympy.simplify(diff) == 0
+        return diff == 0 or sympy.simplify(diff) == 0 or _agree_at_points(a, b, sorted(free, key=str))
     va, vb = _complex(a), _complex(b)
     if va is None or vb is None:
         return False
     tol = REL_TOL if _has_float(a) or _has_float(b) else EXACT_TOL
     return abs(va - vb) <= max(tol * max(abs(va), abs(vb)), 1e-12)
+
+
+def _agree_at_points(a, b, symbols) -> bool:
+    """Whether `a` and `b` agree (to 1e-9) at fixed points, both signs, where both are defined.
+
+    For trigonometric identities simplification misses (`\\tan x + \\cot x`
+    against `2/\\sin 2x`, half-angle forms). Fixed points keep it deterministic;
+    at least four must be defined, so a pole cannot make the check vacuous.
+    """
+    fa, fb = sympy.lambdify(symbols, a, "mpmath"), sympy.lambdify(symbols, b, "mpmath")
+    agreed = 0
+    for base in _SAMPLE_POINTS:
+        point = [base + 0.37 * k for k in range(len(symbols))]
+        try:
+            va, vb = complex(fa(*point)), complex(fb(*point))
+        except (ZeroDivisionError, ValueError, OverflowError, TypeError, NameError):
+            continue
+        if not (cmath.isfinite(va) and cmath.isfinite(vb)):
+            continue
+        if abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
+            return False
+        agreed += 1
+    return agreed >= 4
 
 
 def _all_close(xs, ys) -> bool:

@@ -3,14 +3,17 @@
 Pure string work, no sympy, so the grader's fast path stays cheap:
 - `answer_from_text`: the answer a response commits to: its `\\boxed{}`
   (several adjacent boxes joined, see `answers.extract_answer`), else, for
-  prose with inline math, the last `$...$` / `\\(...\\)` / `\\[...\\]`.
-- `canonical_relations`: ASCII and unicode relations (`!=`, `>=`, `<=`,
-  `≠`, `\\ne`, `\\ge`, `\\le`) spelt as `\\neq`, `\\geq`, `\\leq`.
+  prose with inline math, the first `$...$` / `\\(...\\)` / `\\[...\\]` after
+  the last "answer is" / "answer:", else the last one.
+- `canonical_relations`: ASCII and unicode relations (`!=`, `<>`, `>=`,
+  `<=`, `=<`, `≠`, `≥`, `≤`, `\\ne`, `\\ge`, `\\le`, `\\geqslant`) spelt
+  `\\neq`, `\\geq`, `\\leq`. (`=>` is left alone: it is usually "implies".)
 - `parse_quantity`: a number with its decoration: scientific notation
   (`2.31\\times10^{-3}`, `2.31e-3`), a mixed number (`1 1/2`,
   `1\\frac{1}{2}`: a whole part and a PROPER fraction, else not a mixed
   number), a percent sign, a leading `\\$`, a trailing unit word
-  (`10 weeks`, `5\\text{ cm}`, `90^\\circ`). A unit is a word of two letters
+  (`10 weeks`, `5\\text{ cm}`, `90^\\circ`; `percent` and `pct` are a
+  percent sign). A unit is a word of two letters
   or more set off by space from the number (`5x` is not "5 with unit x").
 - `parse_clock`: `H:MM` or `H:MM:SS` with an optional am/pm, as seconds
   since midnight, so `20:34:00` equals `20:34` and `8:34 pm`.
@@ -40,9 +43,13 @@ _SPACING_RE = re.compile(r"\\[ ,;:!]|~")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{")
 _MATH_SEGMENT_RE = re.compile(
     r"\$\$(.+?)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_SPLIT_DIGITS_RE = re.compile(r"\d\s+[\d.]")
+_ANSWER_CUE_RE = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
+_PERCENT_WORDS = ("percent", "percentage", "pct")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
-_RELATIONS = ((re.compile(r"!=|≠|\\ne(?![a-zA-Z])"), r"\\neq "), (re.compile(r">=|≥|\\ge(?![a-zA-Z])"), r"\\geq "),
-              (re.compile(r"<=|≤|\\le(?![a-zA-Z])"), r"\\leq "))
+_RELATIONS = ((re.compile(r"!=|<>|≠|\\ne(?![a-zA-Z])"), r"\\neq "),
+              (re.compile(r">=|≥|\\ge(?![a-zA-Z])|\\geqslant"), r"\\geq "),
+              (re.compile(r"<=|=<|≤|\\le(?![a-zA-Z])|\\leqslant"), r"\\leq "))
 _UNIT_ALIASES = {"deg": "degree", "degrees": "degree", "°": "degree", "sec": "second", "min": "minute",
                  "hr": "hour", "hrs": "hour", "feet": "foot", "inches": "inch"}
 
@@ -70,8 +77,10 @@ def answer_from_text(s: str) -> str:
     outside = _MATH_SEGMENT_RE.sub(" ", s)
     if not _WORD_RE.search(unwrap_text(outside)):
         return s  # only math and punctuation: not prose, leave it to normalisation
-    last = segments[-1]
-    return next(g for g in last.groups() if g is not None).strip()
+    cues = list(_ANSWER_CUE_RE.finditer(s))
+    after_cue = [m for m in segments if cues and m.start() >= cues[-1].end()]
+    chosen = after_cue[0] if after_cue else segments[-1]
+    return next(g for g in chosen.groups() if g is not None).strip()
 
 
 def braced_fractions(s: str) -> str:
@@ -125,8 +134,8 @@ def _mixed(s: str) -> Optional[Fraction]:
         sign, whole = m.group(1), m.group(2)
         num, den = m.group(3) or m.group(4), m.group(5) or m.group(6)
     num, den = int(num), int(den)
-    if not 0 < num < den:
-        return None
+    if not 0 <= num < den:
+        return None  # `11 7/6` or `4 4/0` is no mixed number (and no other number either)
     value = int(whole) + Fraction(num, den)
     return -value if sign == "-" else value
 
@@ -164,7 +173,9 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
         m = _UNIT_RE.match(s)
         if m:
             s, unit = m.group(1), _unit_key(m.group(2), m.group(3))
-    percent = False
+    percent = unit in _PERCENT_WORDS
+    if percent:
+        unit = ""
     for suffix in ("\\%", "%"):
         if s.endswith(suffix):
             s, percent = s[: -len(suffix)].rstrip(), True
@@ -173,6 +184,8 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
         s = s[2:].lstrip()
     value = _mixed(s)
     if value is None:
+        if _SPLIT_DIGITS_RE.search(s):
+            return None  # `11 7/6`, `1 000`: not one plain number; leave it to the parser
         value = _plain(re.sub(r"\s+", "", s))
     if value is None:
         return None

@@ -54,6 +54,7 @@ MAX_ANSWER_CHARS = 2000  # longer "answers" are garbage (or an attack on the par
 Gold = Union[str, Sequence[str]]
 
 _SPACE_RE = re.compile(r"\s+")
+_DIGIT_SPACE_RE = re.compile(r"(\d)\s+(?=\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt(\d)")
 _LIST_COMMA_RE = re.compile(r",\s")
 
@@ -66,7 +67,7 @@ def normalize(s: str) -> str:
         s = s.replace(old, new)
     s = braced_fractions(s)
     s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
-    s = _SPACE_RE.sub("", s)
+    s = _SPACE_RE.sub("", _DIGIT_SPACE_RE.sub("\\1\0", s)).replace("\0", " ")  # `1 1/2` is not `11/2`
     if s.endswith(".") and not s.endswith("\\."):
         s = s[:-1]
     return s.strip("$")

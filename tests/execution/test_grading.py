@@ -92,3 +92,155 @@ def test_grade_off_main_thread():
 
 def test_grade_many_in_process():
     assert grade_many([("1/2", "0.5"), ("3", "4"), ("2", ["1", "2"])]) == [True, False, True]
+
+
+# Issue 19 point 11: one table per category the grader used to miss, each with
+# near misses that must stay unequal. Cases written for this project from the
+# categories public grader suites describe (Math-Verify, MARIO_EVAL, MATH).
+
+def _check(pred, gold, expected):
+    assert grade(pred, gold) is expected, (pred, gold)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("1.7321", "\\sqrt3", True), ("1.4142", "\\sqrt{2}", True), ("1.414", "\\sqrt{2}", False), ("3.1416", "\\pi", True),
+    ("0.3333", "\\frac13", True), ("6.2832", "2\\pi", True), ("0.7071", "\\frac{\\sqrt{2}}{2}", True),
+    ("\\sqrt{3}", "1.7321", True), ("2.7183", "e", True),
+    ("0.33", "\\frac13", False), ("3.14", "\\pi", False), ("1.73", "\\sqrt3", False),
+    ("1.7321", "\\sqrt2", False), ("-1.7321", "\\sqrt3", False),
+])
+def test_numeric_approximation_of_exact_values(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("2.31 \\times 10^{-3}", "0.00231", True), ("0.00231", "2.31\\times10^{-3}", True),
+    ("2.31e-3", "0.00231", True), ("6.02 \\cdot 10^{23}", "602000000000000000000000", True),
+    ("1.5\\times 10^3", "1500", True), ("4E2", "400", True),
+    ("2.31 \\times 10^{-3}", "0.0023", False), ("2.31 \\times 10^{3}", "0.00231", False),
+    ("2.31e-4", "0.00231", False),
+])
+def test_scientific_notation(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+_COL = "\\begin{pmatrix} %s \\\\ %s \\end{pmatrix}"
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("(1, -2)", _COL % ("1", "-2"), True), ("[1, -2]", _COL % ("1", "-2"), True),
+    (_COL % ("1", "-2"), "(1,-2)", True), ("\\langle 1, -2 \\rangle", _COL % ("1", "-2"), True),
+    ("\\begin{bmatrix}1 & -2\\end{bmatrix}", "(1, -2)", True),
+    (_COL % ("0.3333", "0.6667"), _COL % ("\\frac13", "\\frac23"), True),
+    ("\\begin{matrix}0.5 & 1.4142\\\\0 & 1\\end{matrix}",
+     "\\begin{pmatrix}\\frac12 & \\sqrt2\\\\0 & 1\\end{pmatrix}", True),
+    ("(-2, 1)", _COL % ("1", "-2"), False), ("(1, -2, 0)", _COL % ("1", "-2"), False),
+    (_COL % ("0.33", "0.6667"), _COL % ("\\frac13", "\\frac23"), False),
+    ("\\begin{pmatrix}1 & 0\\\\0 & 1\\end{pmatrix}", "\\begin{pmatrix}1 & 0\\\\1 & 0\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1 & 0 & 0 & 1\\end{pmatrix}", "\\begin{pmatrix}1 & 0\\\\0 & 1\\end{pmatrix}", False),
+])
+def test_matrices_and_vectors(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("1 1/2", "\\frac32", True), ("1\\frac{1}{2}", "1.5", True), ("\\frac{3}{2}", "1 1/2", True),
+    ("-2 1/4", "-2.25", True), ("2\\,\\frac14", "\\frac94", True), ("3 0/5", "3", True),
+    ("1 1/2", "\\frac12", False), ("1 1/2", "11/2", False), ("1 1/2", "1", False),
+    ("11 7/6", "\\frac{73}{6}", False), ("4 4/0", "4", False), ("-2 1/4", "-1.75", False),
+])
+def test_mixed_numbers(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("10 weeks", "10", True), ("10", "10\\text{ weeks}", True), ("5\\text{cm}", "5", True),
+    ("5 \\text{ cm}^2", "5", True), ("90^\\circ", "90", True), ("28 percent", "28\\%", True),
+    ("3 hours", "3 hour", True), ("\\$12.50", "12.5", True),
+    ("20:34:00", "20:34", True), ("8:34 p.m.", "20:34", True), ("12:05 am", "0:05:00", True),
+    ("10 days", "10 weeks", False), ("11 weeks", "10", False), ("5 cm", "5 m^2", False),
+    ("20:34:01", "20:34", False), ("8:34 am", "20:34", False), ("5x", "5", False),
+])
+def test_units_and_clock_times(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("3 and $\\boxed{-1}$ are the roots: $\\boxed{3}$ and $\\boxed{-1}$", "3, -1", True),
+    ("so $\\boxed{2}, \\boxed{5}$.", "\\{2, 5\\}", True),
+    ("so $\\boxed{5}$, $\\boxed{2}$.", "\\{2, 5\\}", True),
+    ("the point is \\boxed{1}, \\boxed{2}", "(1, 2)", True),
+    ("so $\\boxed{2}, \\boxed{5}, \\boxed{7}$.", "\\{2, 5\\}", False),
+    ("\\boxed{5} and then \\boxed{2}", "\\{2, 5\\}", False),
+])
+def test_several_boxes_form_one_answer(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("i(2-i)", "1+2i", True), ("1+2i", "i(2-i)", True), ("(1+i)^2", "2i", True),
+    ("\\frac{1+i}{1-i}", "i", True), ("i^2", "-1", True),
+    ("i(2-i)", "1-2i", False), ("(1+i)^2", "2", False), ("i^2", "1", False),
+])
+def test_complex_numbers_not_in_a_plus_bi_form(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("\\sin^2 x + \\cos^2 x", "1", True), ("\\sin 2x", "2\\sin x\\cos x", True),
+    ("\\cos 2x", "\\cos^2 x - \\sin^2 x", True), ("\\sec^2 x - \\tan^2 x", "1", True),
+    ("\\frac{1-\\cos 2x}{2}", "\\sin^2 x", True), ("\\tan 2x", "\\frac{2\\tan x}{1-\\tan^2 x}", True),
+    ("\\tan x + \\cot x", "\\frac{2}{\\sin 2x}", True), ("\\frac{\\sin x}{1+\\cos x}", "\\tan\\frac{x}{2}", True),
+    ("\\tan x", "\\cot x", False), ("|\\sin x|", "\\sin x", False), ("\\sqrt{\\sin^2 x}", "\\sin x", False),
+    ("\\sin x \\cos y", "\\sin y \\cos x", False), ("\\sin x + x^{20}", "\\sin x", False),
+    ("\\sin 2x", "\\sin x\\cos x", False), ("\\sin^2 x - \\cos^2 x", "1", False),
+    ("\\cos 2x", "2\\cos x", False),
+])
+def test_trigonometric_identities(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("The answer is $\\frac{1}{2}$.", "0.5", True), ("so \\(x = 3\\) here", "3", True),
+    ("The final answer is $7$. I hope it is correct; $x$ was 2.", "7", True),
+    ("We get \\[ \\sqrt{12} \\] in the end", "2\\sqrt3", True),
+    ("The final answer is $\\frac{1}{2}$", "0.5", True), ("The answer is $\\frac{1}{2}$", "\\frac12", True),
+    ("Final Answer: The final answer is $7$. I hope it is correct.", "$7$", True),
+    ("$x = 2$ gives $y = 5$, so the answer is $5$ and not $6$.", "5", True),
+    ("The answer is $\\frac{1}{3}$.", "0.5", False), ("so \\(x = 3\\) here", "4", False),
+])
+def test_answers_in_math_delimiters_in_prose(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("x != 5", "x \\neq 5", True), ("x >= 2", "x \\geq 2", True), ("x<=2", "x\\le 2", True),
+    ("x \\ne 5", "x != 5", True), ("x ≥ 2", "x \\geq 2", True), ("x <> 5", "x \\neq 5", True),
+    ("x =< 5", "x \\leq 5", True), ("x \\geqslant 1", "x >= 1", True), ("-2 <= x < 3", "-2 \\le x < 3", True),
+    ("x <> 5", "x \\neq 6", False), ("x =< 5", "x \\geq 5", False), ("-2 <= x < 3", "-2 < x < 3", False),
+    ("x != 5", "x \\neq 6", False), ("x >= 2", "x \\leq 2", False), ("x >= 2", "x > 2", False),
+])
+def test_ascii_relations(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("[0.3333, 1)", "[\\frac13, 1)", True), ("(-\\infty, 1.4142]", "(-\\infty, \\sqrt2]", True),
+    ("(0.5, 3.1416)", "(\\frac12, \\pi)", True),
+    ("(-\\infty, 0.7071) \\cup (1, \\infty)", "(-\\infty, \\frac{\\sqrt2}{2}) \\cup (1, \\infty)", True),
+    ("(0.3333, 1)", "[\\frac13, 1)", False), ("[0.33, 1)", "[\\frac13, 1)", False),
+    ("(-\\infty, 1.41]", "(-\\infty, \\sqrt2]", False),
+])
+def test_intervals_with_approximate_endpoints(pred, gold, expected):
+    _check(pred, gold, expected)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("4, 10, -2", "(10, 4, -2)", False), ("(4, 10, -2)", "(10, 4, -2)", False),
+    ("(4.0001, 10, -2)", "(10, 4, -2)", False),
+    ("(10.0001, 4, -2)", "(10, 4, -2)", True),
+    ("\\{4, 10, -2\\}", "\\{10, 4, -2\\}", True), ("\\{4.0001, 10, -2\\}", "\\{10, 4, -2\\}", True),
+    ("\\{4, 10, -3\\}", "\\{10, 4, -2\\}", False),
+])
+def test_order_matters_for_tuples_not_for_sets(pred, gold, expected):
+    _check(pred, gold, expected)
