@@ -50,6 +50,7 @@ _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _RELATIONS = ((re.compile(r"!=|<>|≠|\\ne(?![a-zA-Z])"), r"\\neq "),
               (re.compile(r">=|≥|\\ge(?![a-zA-Z])|\\geqslant"), r"\\geq "),
               (re.compile(r"<=|=<|≤|\\le(?![a-zA-Z])|\\leqslant"), r"\\leq "))
+_ANY_RELATION_RE = re.compile(r"[!<>=≠≥≤]|\\[ngl]e(?![a-zA-Z])|slant")
 _UNIT_ALIASES = {"deg": "degree", "degrees": "degree", "°": "degree", "sec": "second", "min": "minute",
                  "hr": "hour", "hrs": "hour", "feet": "foot", "inches": "inch"}
 
@@ -93,7 +94,7 @@ def braced_fractions(s: str) -> str:
 
 def canonical_relations(s: str) -> str:
     """`s` with every relation spelt the LaTeX way (see module doc)."""
-    if not any(c in s for c in "!=<>≠≥≤\\"):
+    if _ANY_RELATION_RE.search(s) is None:
         return s
     for pattern, repl in _RELATIONS:
         s = pattern.sub(repl, s)
@@ -148,6 +149,8 @@ def _unit_key(words: str, power: Optional[str]) -> str:
 
 def _spaced(s: str) -> str:
     """`s` with text commands unwrapped behind a space and TeX spacing as spaces."""
+    if "\\" not in s:
+        return s.replace("~", " ")
     s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(0), s)
     s = unwrap_text(s)
     s = _SPACING_RE.sub(" ", s)
@@ -162,14 +165,16 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
       raw: an answer string before normalisation (spaces matter here:
         `1 1/2` is a mixed number, `11/2` is not).
     """
+    if not any(c.isdigit() for c in raw):
+        return None
     s = _spaced(raw).strip().strip("$").strip()
     if s.endswith(".") and not s.endswith("\\."):
         s = s[:-1].rstrip()
     unit = ""
-    m = _DEGREE_RE.search(s)
+    m = _DEGREE_RE.search(s) if ("circ" in s or "deg" in s or "°" in s) else None
     if m:
         s, unit = s[: m.start()].rstrip(), "degree"
-    else:
+    elif " " in s:
         m = _UNIT_RE.match(s)
         if m:
             s, unit = m.group(1), _unit_key(m.group(2), m.group(3))

@@ -1,28 +1,45 @@
 """Mathematical equivalence of a predicted and a gold answer (spec section 8).
 
-Three stages, cheapest first, each allowed only to say "equal":
-1. Normalised strings equal (`\\dfrac`->`\\frac`, `\\left`/`\\right`, `\\!`,
-   spacing, `$`, `\\text{}`, a trailing full stop): exact and free.
-2. Plain numbers (integers, decimals with or without thousands commas,
-   `a/b`, `\\frac{a}{b}`, a trailing `%` / `\\%`) compared with relative
-   tolerance 1e-4 (the reference grader's `isclose(rel_tol=1e-4)`).
-   Percentages: when EITHER side carries a percent sign, the value with and
-   without the `/100` counts, so gold `50\\%` equals `50`, `0.5` and `50%`.
-   Unlike the reference we do not try x100 / /100 on bare numbers, which
-   would make gold `2` equal `200`. When both sides are plain numbers this
-   stage is final: a mismatch is unequal without calling sympy.
+First both sides are prepared (`prepare`, string work in `forms`): a
+response is cut to its answer (its `\\boxed{}`, adjacent boxes joined as
+one list, else the math after "answer is" in prose), relations are spelt
+the LaTeX way (`x != 5` is `x \\neq 5`), `\\langle a, b\\rangle` is `(a, b)`.
+Then stages, cheapest first:
+1. Normalised strings equal (`\\dfrac`->`\\frac`, `\\frac13`->`\\frac{1}{3}`,
+   `\\left`/`\\right`, `\\!`, spacing except between digits, `$`,
+   `\\text{}`, a trailing full stop): exact and free.
+2. Quantities (`forms.parse_quantity`: integers, decimals with or without
+   thousands commas, `a/b`, `\\frac{a}{b}`, scientific notation, mixed
+   numbers `1 1/2`, a `%` / `\\%` / `percent`, a leading `\\$`, a trailing
+   unit word) compared with relative tolerance 1e-4 (the reference
+   grader's `isclose(rel_tol=1e-4)`); units must agree when both sides have
+   one (`10 weeks` is not `10 days`, but is `10`). Clock times compare as
+   seconds (`20:34:00` is `20:34`). Percentages: when EITHER side carries a
+   percent sign, the value with and without the `/100` counts, so gold
+   `50\\%` equals `50`, `0.5` and `50%`. Unlike the reference we do not try
+   x100 / /100 on bare numbers, which would make gold `2` equal `200`. When
+   both sides are quantities (or both clock times) this stage is final: a
+   mismatch is unequal without calling sympy. A side with `, ` is a list,
+   never a number with a thousands comma.
 3. math-verify (`parse` then `verify(gold, pred)`) on both strings wrapped
    in `\\boxed{}`: fractions, intervals, tuples, sets, matrices, symbolic
-   expressions, equations (`x=3` equals `3`), LaTeX.
+   expressions, equations (`x=3` equals `3`), LaTeX; it can only say
+   "equal". When it says "unequal", `closeness.approx_equal` tries the
+   parsed pair once more with the 1e-4 tolerance at every leaf of the same
+   structure (a decimal against `\\sqrt3`, matrices against vectors,
+   approximate interval ends), `i` as the imaginary unit, and trigonometric
+   identities. Tuples stay ordered and sets unordered throughout.
 
 Gold-first: `verify` is asymmetric, the gold goes first. A list gold counts
-when any element matches. Sympy can hang, so grading runs under a timeout:
-math-verify's SIGALRM timer on the main thread; off the main thread (where
-signals cannot be used) the work runs in a daemon thread the caller stops
+when any element matches. Sympy can hang, so stage 3 runs under a timeout:
+math-verify's SIGALRM timer on the main thread (parse, verify and
+`approx_equal` each get `timeout_s`); off the main thread (where signals
+cannot be used) the whole stage runs in a daemon thread the caller stops
 waiting for. For a hard, killable limit in bulk, `grade_many(pairs, pool)`
 runs in the sandboxed pool's processes. Garbage in never raises: it is
 logged and graded False; so is an answer over `MAX_ANSWER_CHARS` (2000)
-normalised characters, which no benchmark answer comes near.
+normalised characters, which no benchmark answer comes near, and any input
+over `MAX_RESPONSE_CHARS`, which is not read at all.
 """
 
 from __future__ import annotations
@@ -61,13 +78,18 @@ _LIST_COMMA_RE = re.compile(r",\s")
 
 def normalize(s: str) -> str:
     """A canonical spelling for stage 1 (see module doc); pure string work."""
-    s = unwrap_text(str(s)).strip().strip("$").strip()
-    for old, new in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""),
-                     ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\displaystyle", "")):
-        s = s.replace(old, new)
+    s = str(s)
+    if "\\" in s:
+        s = unwrap_text(s)
+        for old, new in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""),
+                         ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\displaystyle", "")):
+            s = s.replace(old, new)
+    s = s.strip().strip("$").strip()
     s = braced_fractions(s)
-    s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
-    s = _SPACE_RE.sub("", _DIGIT_SPACE_RE.sub("\\1\0", s)).replace("\0", " ")  # `1 1/2` is not `11/2`
+    if "\\sqrt" in s:
+        s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
+    if " " in s or "\n" in s or "\t" in s:  # spaces go, except between digits: `1 1/2` is not `11/2`
+        s = _SPACE_RE.sub("", _DIGIT_SPACE_RE.sub("\\1\0", s)).replace("\0", " ")
     if s.endswith(".") and not s.endswith("\\."):
         s = s[:-1]
     return s.strip("$")
@@ -115,6 +137,7 @@ def prepare(s: str) -> str:
 
 def _verify(pred: str, gold: str, timeout: Optional[int]) -> bool:
     from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
     from math_verify.utils import timeout as with_timeout
 
     from rstar_jax.execution.closeness import approx_equal
@@ -126,7 +149,11 @@ def _verify(pred: str, gold: str, timeout: Optional[int]) -> bool:
         return False
     if verify(gold_parsed, pred_parsed, timeout_seconds=timeout):
         return True
-    return bool(with_timeout(timeout)(approx_equal)(gold_parsed[0], pred_parsed[0]))
+    try:
+        return bool(with_timeout(timeout)(approx_equal)(gold_parsed[0], pred_parsed[0]))
+    except TimeoutException:  # a BaseException: `grade`'s handler would not see it
+        logger.warning("approximate comparison timed out after %ss: pred=%.80r gold=%.80r", timeout, pred, gold)
+        return False
 
 
 def _fast(pred: str, gold: str) -> Optional[bool]:

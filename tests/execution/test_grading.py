@@ -244,3 +244,32 @@ def test_intervals_with_approximate_endpoints(pred, gold, expected):
 ])
 def test_order_matters_for_tuples_not_for_sets(pred, gold, expected):
     _check(pred, gold, expected)
+
+
+def test_approximate_stage_is_under_the_timeout(monkeypatch):
+    """A hung `approx_equal` ends in False on and off the main thread."""
+    import time
+
+    from rstar_jax.execution import closeness
+
+    finished = []
+
+    def hang(gold, pred):
+        time.sleep(30)
+        finished.append(True)
+        return True
+
+    monkeypatch.setattr(closeness, "approx_equal", hang)
+    assert grade("x+1", "y", timeout_s=1) is False
+    out = []
+    t = threading.Thread(target=lambda: out.append(grade("x+2", "y", timeout_s=1)))
+    t.start()
+    t.join(20)
+    assert out == [False] and not finished
+
+
+def test_deterministic_and_symmetric_votes():
+    pairs = [("1.7321", "\\sqrt3"), ("\\sin 2x", "2\\sin x\\cos x"), ("i(2-i)", "1+2i"), ("10 weeks", "10 days")]
+    first = [grade(p, g) for p, g in pairs]
+    assert first == [grade(p, g) for p, g in pairs] == [True, True, True, False]
+    assert all(is_equiv(p, g) == is_equiv(g, p) for p, g in pairs)
