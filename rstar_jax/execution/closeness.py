@@ -11,7 +11,8 @@ the same structures:
   open/closed ends; unions interval by interval; `x = v` by its right side;
 - scalars: constant on both sides, compared as complex numbers. The
   relative tolerance applies only when one side carries a decimal (a
-  written approximation); exact against exact must agree to 1e-12.
+  written approximation); exact against exact must simplify to a zero
+  difference.
 - `i` as the imaginary unit: when the only free symbol on either side is `i`
   (so `i(2-i)` against `1+2i`), it is read as `I`.
 - trigonometric identities: when a side has trig functions, the difference
@@ -32,7 +33,7 @@ import sympy
 from sympy import FiniteSet, Interval, MatrixBase, Tuple, Union
 
 REL_TOL = 1e-4
-EXACT_TOL = 1e-12
+ABS_TOL = 1e-12  # a floor for values at zero
 _SAMPLE_POINTS = (0.31, 1.13, -0.73, 2.27, -1.93, 0.83, -2.61)
 _TRIG = (sympy.sin, sympy.cos, sympy.tan, sympy.cot, sympy.sec, sympy.csc)
 
@@ -73,11 +74,12 @@ def _scalar_close(a, b) -> bool:
             return False
         diff = sympy.trigsimp(sympy.expand_trig(a - b))
         return diff == 0 or sympy.simplify(diff) == 0 or _agree_at_points(a, b, sorted(free, key=str))
+    if not (_has_float(a) or _has_float(b)):
+        return sympy.simplify(a - b) == 0  # exact against exact: no tolerance (2^100 is not 2^100+1)
     va, vb = _complex(a), _complex(b)
     if va is None or vb is None:
         return False
-    tol = REL_TOL if _has_float(a) or _has_float(b) else EXACT_TOL
-    return abs(va - vb) <= max(tol * max(abs(va), abs(vb)), 1e-12)
+    return abs(va - vb) <= max(REL_TOL * max(abs(va), abs(vb)), ABS_TOL)
 
 
 def _agree_at_points(a, b, symbols) -> bool:

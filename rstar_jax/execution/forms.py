@@ -4,7 +4,8 @@ Pure string work, no sympy, so the grader's fast path stays cheap:
 - `answer_from_text`: the answer a response commits to: its `\\boxed{}`
   (several adjacent boxes joined, see `answers.extract_answer`), else, for
   prose with inline math, the first `$...$` / `\\(...\\)` / `\\[...\\]` after
-  the last "answer is" / "answer:", else the last one.
+  the last "answer is" / "answer:", else the last one; math joined only by
+  `and` / `or` / commas (`$1$ and $2$`) is one list, `1, 2`.
 - `canonical_relations`: ASCII and unicode relations (`!=`, `<>`, `>=`,
   `<=`, `=<`, `≠`, `≥`, `≤`, `\\ne`, `\\ge`, `\\le`, `\\geqslant`) spelt
   `\\neq`, `\\geq`, `\\leq`. (`=>` is left alone: it is usually "implies".)
@@ -45,6 +46,8 @@ _MATH_SEGMENT_RE = re.compile(
     r"\$\$(.+?)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _SPLIT_DIGITS_RE = re.compile(r"\d\s+[\d.]")
 _ANSWER_CUE_RE = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
+_CONNECTIVES = frozenset({"and", "or", "not", "to", "than", "more", "less", "at", "least", "most", "only",
+                          "both", "either", "neither", "nor", "also", "then"})
 _PERCENT_WORDS = ("percent", "percentage", "pct")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _RELATIONS = ((re.compile(r"!=|<>|≠|\\ne(?![a-zA-Z])"), r"\\neq "),
@@ -78,6 +81,9 @@ def answer_from_text(s: str) -> str:
     outside = _MATH_SEGMENT_RE.sub(" ", s)
     if not _WORD_RE.search(unwrap_text(outside)):
         return s  # only math and punctuation: not prose, leave it to normalisation
+    words = {w.lower() for w in _WORD_RE.findall(unwrap_text(outside))}
+    if words <= _CONNECTIVES:  # `$1$ and $2$`: a list of answers, not prose around one
+        return ", ".join(next(g for g in m.groups() if g is not None).strip() for m in segments)
     cues = list(_ANSWER_CUE_RE.finditer(s))
     after_cue = [m for m in segments if cues and m.start() >= cues[-1].end()]
     chosen = after_cue[0] if after_cue else segments[-1]
@@ -178,6 +184,8 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
         m = _UNIT_RE.match(s)
         if m:
             s, unit = m.group(1), _unit_key(m.group(2), m.group(3))
+            if set(unit.split()) & _CONNECTIVES:
+                return None  # `3 or more`, `5 and up`: not a number with a unit
     percent = unit in _PERCENT_WORDS
     if percent:
         unit = ""
