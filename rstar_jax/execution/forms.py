@@ -14,8 +14,12 @@ Pure string work, no sympy, so the grader's fast path stays cheap:
   `1\\frac{1}{2}`: a whole part and a PROPER fraction, else not a mixed
   number), a percent sign, a leading `\\$`, a trailing unit word
   (`10 weeks`, `5\\text{ cm}`, `90^\\circ`; `percent` and `pct` are a
-  percent sign). A unit is a word of two letters
-  or more set off by space from the number (`5x` is not "5 with unit x").
+  percent sign). A unit is a word of two letters or more set off by space
+  from the number, or of four letters or more glued to it (`10weeks`);
+  `5x` and `10cm` are not read as numbers with units here.
+- `radians_in_trig`: `30^\\circ` inside a string with trig functions becomes
+  `\\frac{30\\pi}{180}`, so `\\cos(90^\\circ - x)` is `\\sin x`.
+- `function_value`: `f(x) = 2x+3` and `y = 2x+3` read as `2x+3`.
 - `parse_clock`: `H:MM` or `H:MM:SS` with an optional am/pm, as seconds
   since midnight, so `20:34:00` equals `20:34` and `8:34 pm`.
 """
@@ -37,6 +41,7 @@ _E_RE = re.compile(rf"^([-+]?(?:{_NUM}))[eE]([-+]?\d{{1,4}})$")
 _MIXED_SLASH_RE = re.compile(r"^([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
 _MIXED_FRAC_RE = re.compile(r"^([-+]?)(\d+)\s*\\[dt]?frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))$")
 _UNIT_RE = re.compile(r"^(.*?\S)\s+((?:[A-Za-z]{2,}\.?\s*){1,3})(?:\^\{?([23])\}?)?$")
+_GLUED_UNIT_RE = re.compile(r"^(.*?\d)([A-Za-z]{4,})()$")  # `10weeks`: glued only when 4+ letters
 _DEGREE_RE = re.compile(r"(?:\^\s*\{?\\circ\}?|°|\\degree)\s*$")
 _CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:([ap])\.?\s*m\.?)?$", re.IGNORECASE)
 _FRAC_SHORT_RE = re.compile(r"\\frac(?:(\d)|\{([^{}]*)\})(?:(\d)|\{([^{}]*)\})")
@@ -54,6 +59,9 @@ _RELATIONS = ((re.compile(r"!=|<>|≠|\\ne(?![a-zA-Z])"), r"\\neq "),
               (re.compile(r">=|≥|\\ge(?![a-zA-Z])|\\geqslant"), r"\\geq "),
               (re.compile(r"<=|=<|≤|\\le(?![a-zA-Z])|\\leqslant"), r"\\leq "))
 _ANY_RELATION_RE = re.compile(r"[!<>=≠≥≤]|\\[ngl]e(?![a-zA-Z])|slant")
+_TRIG_CMD_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-zA-Z])")
+_DEGREES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*(?:\{\s*\\circ\s*\}|\\circ)")
+_FUNCTION_DEF_RE = re.compile(r"^\s*(?:[a-zA-Z]\s*\(\s*[a-z]\s*\)|y)\s*=\s*(?=\S)")
 _UNIT_ALIASES = {"deg": "degree", "degrees": "degree", "°": "degree", "sec": "second", "min": "minute",
                  "hr": "hour", "hrs": "hour", "feet": "foot", "inches": "inch"}
 
@@ -96,6 +104,19 @@ def braced_fractions(s: str) -> str:
         return s
     return _FRAC_SHORT_RE.sub(
         lambda m: "\\frac{" + (m.group(1) or m.group(2)) + "}{" + (m.group(3) or m.group(4)) + "}", s)
+
+
+def radians_in_trig(s: str) -> str:
+    """`\\cos(90^\\circ - x)` as `\\cos((\\frac{90\\pi}{180}) - x)`: degrees only where trig is."""
+    if "circ" not in s or _TRIG_CMD_RE.search(s) is None:
+        return s
+    return _DEGREES_RE.sub(lambda m: "(\\frac{" + m.group(1) + "\\pi}{180})", s)
+
+
+def function_value(s: str) -> str:
+    """`f(x) = 2x+3` and `y = 2x+3` as `2x+3` (a function given by its rule)."""
+    m = _FUNCTION_DEF_RE.match(s)
+    return s[m.end():] if m and "=" not in s[m.end():] else s
 
 
 def canonical_relations(s: str) -> str:
@@ -180,8 +201,8 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
     m = _DEGREE_RE.search(s) if ("circ" in s or "deg" in s or "°" in s) else None
     if m:
         s, unit = s[: m.start()].rstrip(), "degree"
-    elif " " in s:
-        m = _UNIT_RE.match(s)
+    else:
+        m = _UNIT_RE.match(s) if " " in s else _GLUED_UNIT_RE.match(s)
         if m:
             s, unit = m.group(1), _unit_key(m.group(2), m.group(3))
             if set(unit.split()) & _CONNECTIVES:

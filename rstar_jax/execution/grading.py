@@ -3,7 +3,8 @@
 First both sides are prepared (`prepare`, string work in `forms`): a
 response is cut to its answer (its `\\boxed{}`, adjacent boxes joined as
 one list, else the math after "answer is" in prose), relations are spelt
-the LaTeX way (`x != 5` is `x \\neq 5`), `\\langle a, b\\rangle` is `(a, b)`.
+the LaTeX way (`x != 5` is `x \\neq 5`), `\\langle a, b\\rangle` is `(a, b)`,
+degrees inside trig functions are radians, `f(x) = 2x` is `2x`.
 Then stages, cheapest first:
 1. Normalised strings equal (`\\dfrac`->`\\frac`, `\\frac13`->`\\frac{1}{3}`,
    `\\left`/`\\right`, `\\!`, spacing except between digits, `$`,
@@ -58,8 +59,10 @@ from rstar_jax.execution.forms import (
     answer_from_text,
     braced_fractions,
     canonical_relations,
+    function_value,
     parse_clock,
     parse_quantity,
+    radians_in_trig,
 )
 from rstar_jax.execution.forms import _plain as _plain_number
 
@@ -129,7 +132,7 @@ def quantities_equal(pred: Quantity, gold: Quantity) -> bool:
 
 def prepare(s: str) -> str:
     """The answer part of `s` with relations and angle brackets canonical (module doc)."""
-    s = canonical_relations(answer_from_text(str(s)))
+    s = function_value(radians_in_trig(canonical_relations(answer_from_text(str(s)))))
     if "\\langle" in s:
         s = s.replace("\\langle", "(").replace("\\rangle", ")")
     return s

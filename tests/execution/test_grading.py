@@ -159,6 +159,7 @@ def test_mixed_numbers(pred, gold, expected):
     ("3 hours", "3 hour", True), ("\\$12.50", "12.5", True),
     ("20:34:00", "20:34", True), ("8:34 p.m.", "20:34", True), ("12:05 am", "0:05:00", True),
     ("10 days", "10 weeks", False), ("11 weeks", "10", False), ("5 cm", "5 m^2", False),
+    ("12minutes", "12", True), ("12minutes", "13", False), ("12minutes", "12 hours", False),
     ("3 or more", "3", False), ("5 and up", "5", False), ("1:30", "13:30", False),
     ("20:34:01", "20:34", False), ("8:34 am", "20:34", False), ("5x", "5", False),
 ])
@@ -192,6 +193,8 @@ def test_complex_numbers_not_in_a_plus_bi_form(pred, gold, expected):
     ("\\cos 2x", "\\cos^2 x - \\sin^2 x", True), ("\\sec^2 x - \\tan^2 x", "1", True),
     ("\\frac{1-\\cos 2x}{2}", "\\sin^2 x", True), ("\\tan 2x", "\\frac{2\\tan x}{1-\\tan^2 x}", True),
     ("\\tan x + \\cot x", "\\frac{2}{\\sin 2x}", True), ("\\frac{\\sin x}{1+\\cos x}", "\\tan\\frac{x}{2}", True),
+    ("\\sin x", "\\cos(90^\\circ - x)", True), ("\\sin 30^{\\circ}", "\\frac12", True),
+    ("\\sin x", "\\cos(60^\\circ - x)", False), ("\\sin 30^\\circ", "\\frac{\\sqrt3}{2}", False),
     ("\\tan x", "\\cot x", False), ("|\\sin x|", "\\sin x", False), ("\\sqrt{\\sin^2 x}", "\\sin x", False),
     ("\\sin x \\cos y", "\\sin y \\cos x", False), ("\\sin x + x^{20}", "\\sin x", False),
     ("\\sin 2x", "\\sin x\\cos x", False), ("\\sin^2 x - \\cos^2 x", "1", False),
@@ -275,3 +278,11 @@ def test_deterministic_and_symmetric_votes():
     first = [grade(p, g) for p, g in pairs]
     assert first == [grade(p, g) for p, g in pairs] == [True, True, True, False]
     assert all(is_equiv(p, g) == is_equiv(g, p) for p, g in pairs)
+
+
+@pytest.mark.parametrize("pred, gold, expected", [
+    ("y = 3x - 1", "g(x) = 3x - 1", True), ("3x-1", "h(t) = 3x - 1", True),
+    ("y = 3x + 1", "g(x) = 3x - 1", False), ("f(x) = 3x", "f(x) = 3x = 2", False),
+])
+def test_function_given_by_its_rule(pred, gold, expected):
+    _check(pred, gold, expected)
