@@ -49,6 +49,7 @@ _SPACING_RE = re.compile(r"\\[ ,;:!]|~")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|mbox|mathrm)\s*\{")
 _MATH_SEGMENT_RE = re.compile(
     r"\$\$(.+?)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_SPACED_THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?: \d{3})+(?:\.\d+)?$")
 _SPLIT_DIGITS_RE = re.compile(r"\d\s+[\d.]")
 _ANSWER_CUE_RE = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
 _CONNECTIVES = frozenset({"and", "or", "not", "to", "than", "more", "less", "at", "least", "most", "only",
@@ -218,8 +219,10 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
         s = s[2:].lstrip()
     value = _mixed(s)
     if value is None:
-        if _SPLIT_DIGITS_RE.search(s):
-            return None  # `11 7/6`, `1 000`: not one plain number; leave it to the parser
+        if _SPACED_THOUSANDS_RE.match(s):
+            s = s.replace(" ", "")  # `1 000 000`: thousands set off by spaces
+        elif _SPLIT_DIGITS_RE.search(s):
+            return None  # `11 7/6`, `2 3`: not one plain number; leave it to the parser
         value = _plain(re.sub(r"\s+", "", s))
     if value is None:
         return None

@@ -146,6 +146,7 @@ def test_matrices_and_vectors(pred, gold, expected):
 @pytest.mark.parametrize("pred, gold, expected", [
     ("1 1/2", "\\frac32", True), ("1\\frac{1}{2}", "1.5", True), ("\\frac{3}{2}", "1 1/2", True),
     ("-2 1/4", "-2.25", True), ("2\\,\\frac14", "\\frac94", True), ("3 0/5", "3", True),
+    ("1 000", "1000", True), ("12 345.5", "12345.5", True), ("1 000", "1", False),
     ("1 1/2", "\\frac12", False), ("1 1/2", "11/2", False), ("1 1/2", "1", False),
     ("11 7/6", "\\frac{73}{6}", False), ("4 4/0", "4", False), ("-2 1/4", "-1.75", False),
 ])
