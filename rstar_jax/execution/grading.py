@@ -153,7 +153,7 @@ def _verify(pred: str, gold: str, timeout: Optional[int]) -> bool:
     if verify(gold_parsed, pred_parsed, timeout_seconds=timeout):
         return True
     try:
-        return bool(with_timeout(timeout)(approx_equal)(gold_parsed[0], pred_parsed[0]))
+        return bool(with_timeout(timeout)(approx_equal)(gold_parsed[0], pred_parsed[0], top=True))
     except TimeoutException:  # a BaseException: `grade`'s handler would not see it
         logger.warning("approximate comparison timed out after %ss: pred=%.80r gold=%.80r", timeout, pred, gold)
         return False

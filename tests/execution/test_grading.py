@@ -260,7 +260,7 @@ def test_approximate_stage_is_under_the_timeout(monkeypatch):
 
     finished = []
 
-    def hang(gold, pred):
+    def hang(gold, pred, **kw):
         time.sleep(30)
         finished.append(True)
         return True
