@@ -13,6 +13,9 @@ the same structures:
   relative tolerance applies only when one side carries a decimal (a
   written approximation); exact against exact must simplify to a zero
   difference.
+- expressions with free symbols and a written decimal: both sides at seven
+  fixed points must agree within the relative tolerance (`1.7321x` is
+  `\\sqrt3 x`, `x + 0.0001` is not `x`).
 - `i` as the imaginary unit: when the only free symbol on either side is `i`
   (so `i(2-i)` against `1+2i`), it is read as `I`.
 - trigonometric identities: when a side has trig functions, both sides are
@@ -70,6 +73,8 @@ def _scalar_close(a, b) -> bool:
         to_unit = {x: sympy.I for x in free}  # math-verify's `i` carries assumptions: match by name
         a, b = a.subs(to_unit), b.subs(to_unit)
         free = set()
+    if free and (_has_float(a) or _has_float(b)):  # `x + 1.7321` against `x + \\sqrt3`
+        return bool(_agree_at_points(a, b, sorted(free, key=str), REL_TOL))
     if free:
         if not (a.has(*_TRIG) or b.has(*_TRIG)):
             return False
@@ -87,11 +92,12 @@ def _scalar_close(a, b) -> bool:
     return abs(va - vb) <= max(REL_TOL * max(abs(va), abs(vb)), ABS_TOL)
 
 
-def _agree_at_points(a, b, symbols) -> Optional[bool]:
-    """Whether `a` and `b` agree (to 1e-9) at fixed points, both signs, where both are defined.
+def _agree_at_points(a, b, symbols, tol: float = 1e-9) -> Optional[bool]:
+    """Whether `a` and `b` agree (relatively, to `tol`) at fixed points, both signs, where both are defined.
 
     For trigonometric identities simplification misses (`\\tan x + \\cot x`
-    against `2/\\sin 2x`, half-angle forms). Fixed points keep it deterministic;
+    against `2/\\sin 2x`, half-angle forms), and for expressions with a
+    written decimal (`1.7321x` against `\\sqrt3 x`, at `REL_TOL`). Fixed points keep it deterministic;
     at least four must be defined, so a pole cannot make the check vacuous
     (None then: undecided).
     """
@@ -105,7 +111,7 @@ def _agree_at_points(a, b, symbols) -> Optional[bool]:
             continue
         if not (cmath.isfinite(va) and cmath.isfinite(vb)):
             continue
-        if abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
+        if abs(va - vb) > tol * max(abs(va), abs(vb)) + ABS_TOL:
             return False
         agreed += 1
     return True if agreed >= 4 else None

@@ -108,6 +108,8 @@ def _check(pred, gold, expected):
     ("\\sqrt{3}", "1.7321", True), ("2.7183", "e", True),
     ("0.33", "\\frac13", False), ("3.14", "\\pi", False), ("1.73", "\\sqrt3", False),
     ("1.7321", "\\sqrt2", False), ("-1.7321", "\\sqrt3", False),
+    ("1.7321x", "\\sqrt3 x", True), ("x + 1.4142i", "x + \\sqrt2 i", True), ("0.3333x^2", "\\frac{x^2}{3}", True),
+    ("1.73x", "\\sqrt3 x", False), ("x + 0.0001", "x", False), ("0.3333x^2", "\\frac{x^3}{3}", False),
 ])
 def test_numeric_approximation_of_exact_values(pred, gold, expected):
     _check(pred, gold, expected)
