@@ -101,7 +101,15 @@ def _agree_at_points(a, b, symbols, tol: float = 1e-9) -> Optional[bool]:
     at least four must be defined, so a pole cannot make the check vacuous
     (None then: undecided).
     """
-    fa, fb = sympy.lambdify(symbols, a, "mpmath"), sympy.lambdify(symbols, b, "mpmath")
+    names = sorted({str(x) for x in symbols})  # parses may give two `i`s with different assumptions
+    plain = [sympy.Symbol(f"v{k}") for k in range(len(names))]
+    by_name = {x: plain[names.index(str(x))] for x in symbols}
+    try:
+        fa = sympy.lambdify(plain, a.subs(by_name), "mpmath")
+        fb = sympy.lambdify(plain, b.subs(by_name), "mpmath")
+    except Exception:  # noqa: BLE001  (lambdify cannot print every expression)
+        return None
+    symbols = plain
     agreed = 0
     for base in _SAMPLE_POINTS:
         point = [base + 0.37 * k for k in range(len(symbols))]
