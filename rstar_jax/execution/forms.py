@@ -55,6 +55,8 @@ _ANSWER_CUE_RE = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
 _CONNECTIVES = frozenset({"and", "or", "not", "to", "than", "more", "less", "at", "least", "most", "only",
                           "both", "either", "neither", "nor", "also", "then"})
 _PERCENT_WORDS = ("percent", "percentage", "pct")
+_LONG_WORD_RE = re.compile(r"[A-Za-z]{4,}")
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+(?:\s*\{[^{}]*\})?")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
 _RELATIONS = ((re.compile(r"!=|<>|≠|\\ne(?![a-zA-Z])"), r"\\neq "),
               (re.compile(r">=|≥|\\ge(?![a-zA-Z])|\\geqslant"), r"\\geq "),
@@ -96,7 +98,10 @@ def answer_from_text(s: str) -> str:
     cues = list(_ANSWER_CUE_RE.finditer(s))
     after_cue = [m for m in segments if cues and m.start() >= cues[-1].end()]
     chosen = after_cue[0] if after_cue else segments[-1]
-    return next(g for g in chosen.groups() if g is not None).strip()
+    answer = next(g for g in chosen.groups() if g is not None).strip()
+    if _LONG_WORD_RE.search(_COMMAND_RE.sub(" ", answer)):
+        return s  # prose between two `$` (currency, `$5 and then $6`): not math, leave it whole
+    return answer
 
 
 def braced_fractions(s: str) -> str:

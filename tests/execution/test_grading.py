@@ -215,6 +215,9 @@ def test_trigonometric_identities(pred, gold, expected):
     ("Final Answer: The final answer is $7$. I hope it is correct.", "$7$", True),
     ("$x = 2$ gives $y = 5$, so the answer is $5$ and not $6$.", "5", True),
     ("$1$ and $2$", "\\{1, 2\\}", True), ("$1$ and $2$", "2", False),
+    ("so the answer is $\\frac{\\pi}{4}$", "\\frac{\\pi}{4}", True), ("The answer is $\\text{Evelyn}$.", "Evelyn", True),
+    ("It costs $5 and then $6 more, so the total is 11.", "11", True),  # currency: no math segment
+    ("so the answer is $\\frac{\\pi}{4}$", "\\frac{\\pi}{2}", False),
     ("The answer is $\\frac{1}{3}$.", "0.5", False), ("so \\(x = 3\\) here", "4", False),
 ])
 def test_answers_in_math_delimiters_in_prose(pred, gold, expected):
