@@ -14,9 +14,13 @@ Pure string work, no sympy, so the grader's fast path stays cheap:
   `1\\frac{1}{2}`: a whole part and a PROPER fraction, else not a mixed
   number), a percent sign, a leading `\\$`, a trailing unit word
   (`10 weeks`, `5\\text{ cm}`, `90^\\circ`; `percent` and `pct` are a
-  percent sign). A unit is a word of two letters or more set off by space
-  from the number, or of four letters or more glued to it (`10weeks`);
-  `5x` and `10cm` are not read as numbers with units here.
+  percent sign). A unit is up to three words of two letters or more set
+  off by space from the number, or a word of four letters or more glued to
+  it (`10weeks`); `5x` and `10cm` are not read as numbers with units here.
+  Known units (`_UNITS`: time, length, mass, money, angle, with `square` /
+  `cubic` / `^2`) must agree when both sides name one (`10 weeks` is not
+  `10 days`, `5 cm` is `5 centimeters`); other words are ignored, as the
+  reference grader strips them.
 - `radians_in_trig`: `30^\\circ` inside a string with trig functions becomes
   `\\frac{30\\pi}{180}`, so `\\cos(90^\\circ - x)` is `\\sin x`.
 - `function_value`: `f(x) = 2x+3` and `y = 2x+3` read as `2x+3`.
@@ -65,8 +69,24 @@ _ANY_RELATION_RE = re.compile(r"[!<>=≠≥≤]|\\[ngl]e(?![a-zA-Z])|slant")
 _TRIG_CMD_RE = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-zA-Z])")
 _DEGREES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*(?:\{\s*\\circ\s*\}|\\circ)")
 _FUNCTION_DEF_RE = re.compile(r"^\s*(?:[a-zA-Z]\s*\(\s*[a-z]\s*\)|y)\s*=\s*(?=\S)")
-_UNIT_ALIASES = {"deg": "degree", "degrees": "degree", "°": "degree", "sec": "second", "min": "minute",
-                 "hr": "hour", "hrs": "hour", "feet": "foot", "inches": "inch"}
+_UNITS = {  # spelling -> canonical unit; only these are compared, other words are ignored
+    **dict.fromkeys(("sec", "secs", "second", "seconds"), "second"),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), "minute"),
+    **dict.fromkeys(("hr", "hrs", "hour", "hours"), "hour"),
+    **dict.fromkeys(("day", "days"), "day"), **dict.fromkeys(("week", "weeks"), "week"),
+    **dict.fromkeys(("month", "months"), "month"), **dict.fromkeys(("yr", "yrs", "year", "years"), "year"),
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"), "millimeter"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "centimeter"),
+    **dict.fromkeys(("meter", "meters", "metre", "metres"), "meter"),
+    **dict.fromkeys(("km", "kilometer", "kilometers", "kilometre", "kilometres"), "kilometer"),
+    **dict.fromkeys(("in", "inch", "inches"), "inch"), **dict.fromkeys(("ft", "foot", "feet"), "foot"),
+    **dict.fromkeys(("yd", "yard", "yards"), "yard"), **dict.fromkeys(("mi", "mile", "miles"), "mile"),
+    **dict.fromkeys(("gram", "grams"), "gram"), **dict.fromkeys(("kg", "kilogram", "kilograms"), "kilogram"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "pound"), **dict.fromkeys(("oz", "ounce", "ounces"), "ounce"),
+    **dict.fromkeys(("dollar", "dollars"), "dollar"), **dict.fromkeys(("cent", "cents"), "cent"),
+    **dict.fromkeys(("deg", "degree", "degrees"), "degree"), **dict.fromkeys(("rad", "radian", "radians"), "radian"),
+}
+_POWER_WORDS = {"square": "2", "sq": "2", "cubic": "3", "cu": "3"}
 
 
 @dataclass(frozen=True)
@@ -134,7 +154,7 @@ def canonical_relations(s: str) -> str:
     return s
 
 
-def _plain(s: str) -> Optional[Fraction]:
+def plain_number(s: str) -> Optional[Fraction]:
     """Exact value of a space-free plain number, fraction or scientific form."""
     if _NUM_RE.fullmatch(s):
         return Fraction(s.replace(",", ""))
@@ -144,10 +164,10 @@ def _plain(s: str) -> Optional[Fraction]:
         return Fraction(m.group(1).replace(",", "")) * Fraction(10) ** exp
     m = _FRAC_RE.match(s)
     if m:
-        num, den = _plain(m.group(2)), _plain(m.group(3))
+        num, den = plain_number(m.group(2)), plain_number(m.group(3))
     elif s.count("/") == 1:
         a, b = s.split("/")
-        num, den = _plain(a), _plain(b)
+        num, den = plain_number(a), plain_number(b)
     else:
         return None
     if num is None or den is None or den == 0:
@@ -175,9 +195,13 @@ def _mixed(s: str) -> Optional[Fraction]:
 
 
 def _unit_key(words: str, power: Optional[str]) -> str:
-    key = " ".join(_UNIT_ALIASES.get(w, w) for w in words.lower().replace(".", " ").split())
-    key = " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w for w in key.split())
-    return key + (f"^{power}" if power else "")
+    """Canonical `unit^power` for known unit words, "" for anything else (then ignored)."""
+    parts = words.lower().replace(".", " ").split()
+    if len(parts) == 2 and parts[0] in _POWER_WORDS:
+        power, parts = power or _POWER_WORDS[parts[0]], parts[1:]
+    if len(parts) != 1 or parts[0] not in _UNITS:
+        return ""
+    return _UNITS[parts[0]] + (f"^{power}" if power else "")
 
 
 def _spaced(s: str) -> str:
@@ -187,7 +211,9 @@ def _spaced(s: str) -> str:
     s = _TEXT_CMD_RE.sub(lambda m: " " + m.group(0), s)
     s = unwrap_text(s)
     s = _SPACING_RE.sub(" ", s)
-    s = s.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    for old, new in (("\\left", ""), ("\\right", ""), ("\\displaystyle", ""), ("\\dfrac", "\\frac"),
+                     ("\\tfrac", "\\frac")):
+        s = s.replace(old, new)
     return braced_fractions(s)
 
 
@@ -203,19 +229,17 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
     s = _spaced(raw).strip().strip("$").strip()
     if s.endswith(".") and not s.endswith("\\."):
         s = s[:-1].rstrip()
-    unit = ""
+    unit, percent = "", False
     m = _DEGREE_RE.search(s) if ("circ" in s or "deg" in s or "°" in s) else None
     if m:
         s, unit = s[: m.start()].rstrip(), "degree"
     else:
         m = _UNIT_RE.match(s) if " " in s else _GLUED_UNIT_RE.match(s)
         if m:
-            s, unit = m.group(1), _unit_key(m.group(2), m.group(3))
-            if set(unit.split()) & _CONNECTIVES:
+            if set(m.group(2).lower().split()) & _CONNECTIVES:
                 return None  # `3 or more`, `5 and up`: not a number with a unit
-    percent = unit in _PERCENT_WORDS
-    if percent:
-        unit = ""
+            s, unit = m.group(1), _unit_key(m.group(2), m.group(3))
+            percent = m.group(2).strip().lower() in _PERCENT_WORDS
     for suffix in ("\\%", "%"):
         if s.endswith(suffix):
             s, percent = s[: -len(suffix)].rstrip(), True
@@ -228,7 +252,7 @@ def parse_quantity(raw: str) -> Optional[Quantity]:
             s = s.replace(" ", "")  # `1 000 000`: thousands set off by spaces
         elif _SPLIT_DIGITS_RE.search(s):
             return None  # `11 7/6`, `2 3`: not one plain number; leave it to the parser
-        value = _plain(re.sub(r"\s+", "", s))
+        value = plain_number(re.sub(r"\s+", "", s))
     if value is None:
         return None
     return Quantity(value, percent, unit)

@@ -62,9 +62,9 @@ from rstar_jax.execution.forms import (
     function_value,
     parse_clock,
     parse_quantity,
+    plain_number,
     radians_in_trig,
 )
-from rstar_jax.execution.forms import _plain as _plain_number
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def parse_number(s: str) -> Optional[Tuple[Fraction, bool]]:
         if s.endswith(suffix):
             s, pct = s[: -len(suffix)], True
             break
-    value = _plain_number(s)
+    value = plain_number(s)
     return None if value is None else (value, pct)
 
 

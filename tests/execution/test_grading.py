@@ -159,7 +159,8 @@ def test_mixed_numbers(pred, gold, expected):
 @pytest.mark.parametrize("pred, gold, expected", [
     ("10 weeks", "10", True), ("10", "10\\text{ weeks}", True), ("5\\text{cm}", "5", True),
     ("5 \\text{ cm}^2", "5", True), ("90^\\circ", "90", True), ("28 percent", "28\\%", True),
-    ("3 hours", "3 hour", True), ("\\$12.50", "12.5", True),
+    ("3 hours", "3 hour", True), ("5 cm", "5 centimeters", True), ("10 square units", "10 units", True),
+    ("4 sq ft", "4 \\text{ ft}^2", True), ("4 ft^2", "4 ft", False), ("2 hrs", "2 minutes", False), ("\\$12.50", "12.5", True),
     ("20:34:00", "20:34", True), ("8:34 p.m.", "20:34", True), ("12:05 am", "0:05:00", True),
     ("10 days", "10 weeks", False), ("11 weeks", "10", False), ("5 cm", "5 m^2", False),
     ("12minutes", "12", True), ("12minutes", "13", False), ("12minutes", "12 hours", False),
