@@ -293,3 +293,22 @@ def test_deterministic_and_symmetric_votes():
 ])
 def test_function_given_by_its_rule(pred, gold, expected):
     _check(pred, gold, expected)
+
+
+def test_forms_parse_quantities_and_clocks():
+    from fractions import Fraction
+
+    from rstar_jax.execution.forms import Quantity, parse_clock, parse_quantity
+
+    assert parse_quantity("1 1/2") == Quantity(Fraction(3, 2))
+    assert parse_quantity("-2\\frac{1}{4}") == Quantity(Fraction(-9, 4))
+    assert parse_quantity("2.31 \\times 10^{-3}") == Quantity(Fraction(231, 100000))
+    assert parse_quantity("10 weeks") == Quantity(Fraction(10), unit="week")
+    assert parse_quantity("5\\text{ cm}^2") == Quantity(Fraction(5), unit="centimeter^2")
+    assert parse_quantity("28 percent") == Quantity(Fraction(28), percent=True)
+    assert parse_quantity("90^{\\circ}") == Quantity(Fraction(90), unit="degree")
+    for not_one_number in ("11 7/6", "5x", "2 3", "3 or more", "x", "1/0"):
+        assert parse_quantity(not_one_number) is None, not_one_number
+    assert parse_clock("8:34 p.m.") == parse_clock("20:34:00") == (20 * 60 + 34) * 60
+    assert parse_clock("12:00 am") == 0
+    assert parse_clock("25:00") is None and parse_clock("2:3") is None and parse_clock("13:00 pm") is None
