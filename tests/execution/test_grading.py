@@ -312,3 +312,15 @@ def test_forms_parse_quantities_and_clocks():
     assert parse_clock("8:34 p.m.") == parse_clock("20:34:00") == (20 * 60 + 34) * 60
     assert parse_clock("12:00 am") == 0
     assert parse_clock("25:00") is None and parse_clock("2:3") is None and parse_clock("13:00 pm") is None
+
+
+def test_approximate_stage_in_the_sandboxed_pool():
+    """The new stages (lambdify, mpmath, joined boxes) also work inside the sandbox."""
+    from rstar_jax.config.schema import ExecutorConfig
+    from rstar_jax.execution.pool import ExecutorPool
+
+    pairs = [("\\tan x + \\cot x", "\\frac{2}{\\sin 2x}"), ("1.7321x", "\\sqrt3 x"), ("i(2-i)", "1+2i"),
+             ("(0.5, 3.1416)", "(\\frac12, \\pi)"), ("\\sin x", "\\cos x"), ("10 weeks", "10 days"),
+             ("so $\\boxed{5}$ and $\\boxed{2}$", "\\{2, 5\\}")]
+    with ExecutorPool(ExecutorConfig(num_workers=1, timeout_s=30.0, memory_limit_mb=1024)) as pool:
+        assert grade_many(pairs, executor=pool) == [True, True, True, True, False, False, True]
