@@ -324,3 +324,23 @@ def test_approximate_stage_in_the_sandboxed_pool():
              ("so $\\boxed{5}$ and $\\boxed{2}$", "\\{2, 5\\}")]
     with ExecutorPool(ExecutorConfig(num_workers=1, timeout_s=30.0, memory_limit_mb=1024)) as pool:
         assert grade_many(pairs, executor=pool) == [True, True, True, True, False, False, True]
+
+
+def test_cli_grades_joined_boxes_and_prose():
+    """`rstar-jax grade` reads whole responses the same way `grade` does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from testutil import REPO
+
+    lines = [{"pred": "The roots are $\\boxed{3}$ and $\\boxed{-1}$.", "gold": "-1, 3"},
+             {"pred": "The final answer is $\\frac{\\pi}{4}$.", "gold": "0.7854"},
+             {"pred": "It takes \\boxed{10 weeks}.", "gold": "10 days"},
+             {"pred": "x != 5", "gold": "x \\neq 5"}]
+    proc = subprocess.run([sys.executable, "-m", "rstar_jax", "grade"], input="\n".join(map(json.dumps, lines)) + "\n",
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x) for x in proc.stdout.splitlines()] == [
+        {"equal": True}, {"equal": True}, {"equal": False}, {"equal": True}]
