@@ -402,7 +402,11 @@ class LoggingConfig:
     """Logging and progress display."""
 
     level: str = "INFO"
-    progress: bool = True  # progress bars (only on a TTY)
+    # Progress of long stages: bars on a terminal; when stderr is not a
+    # terminal (a log file, a pod, CI), a log line every `progress_every_s`
+    # seconds with done/total, rate, ETA and the stage's key figure.
+    progress: bool = True
+    progress_every_s: float = 30.0  # 0: a line per finished item
     jsonl: bool = True
 
 
@@ -458,9 +462,3 @@ CHOICES: Dict[str, tuple] = {
 def replace(cfg, **changes):
     """`dataclasses.replace` re-exported for frozen sections."""
     return dataclasses.replace(cfg, **changes)
-
-
-# Numeric values restricted to a closed interval, checked after type validation.
-RANGES: Dict[str, tuple] = {
-    "data.arith_final_mod_share": (0.0, 1.0),
-}
