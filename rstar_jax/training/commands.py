@@ -13,10 +13,16 @@ import json
 import os
 import sys
 
-from rstar_jax.config.commands import add_config_arguments, config_from_args
+from rstar_jax.config.commands import (
+    add_config_arguments,
+    check_model_paths,
+    check_out_dir,
+    config_from_args,
+)
 
 
 def _run(args: argparse.Namespace, kind: str) -> int:
+    check_out_dir(args.out)
     cfg = config_from_args(args)
     if not os.path.isfile(args.data):
         print(f"rstar-jax: no such data file: {args.data}", file=sys.stderr)
@@ -24,6 +30,7 @@ def _run(args: argparse.Namespace, kind: str) -> int:
     if args.init_from and not os.path.isdir(args.init_from):
         print(f"rstar-jax: --init-from {args.init_from}: no such directory", file=sys.stderr)
         return 2
+    check_model_paths(cfg, tokenizer=False)
     from rstar_jax.training.loop import train_policy, train_ppm
     from rstar_jax.training.records import NoUsableRecords
 
