@@ -265,7 +265,9 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
     last = {k: v for k, v in writer.last_train.items() if k in ("loss", "pair_accuracy")}
     t0, tok0, nsteps = time.perf_counter(), 0, 0
     bar = progress(total=tr.total, initial=start, desc=f"train {kind}", unit="step",
-                   enabled=cfg.logging.progress)
+                   enabled=cfg.logging.progress, every_s=cfg.logging.progress_every_s)
+    if last:
+        bar.set_postfix(**last)
 
     def flush():
         nonlocal pending
@@ -290,6 +292,7 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
                    "tokens_per_s": tok0 / dt, "step_time_s": dt / nsteps}
             row["mfu"] = (tok0 / dt) * flops_tok / peak if peak > 0 else None
             writer.write(row)
+            bar.set_postfix(**{k: last[k] for k in ("loss", "pair_accuracy") if k in last})
             window, t0, tok0, nsteps = {}, time.perf_counter(), 0, 0
         if tr.eval_data is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0:
             writer.write({"step": done, "split": "eval", **tr.evaluate()})
