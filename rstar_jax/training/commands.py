@@ -36,9 +36,9 @@ def _run(args: argparse.Namespace, kind: str) -> int:
 
     fn = train_ppm if kind == "ppm" else train_policy
     try:
-        summary = fn(cfg, args.data, args.out, init_from=args.init_from)
+        summary = fn(cfg, args.data, args.out, init_from=args.init_from, force=args.force)
     except (NoUsableRecords, ValueError, FileNotFoundError) as e:
-        print(f"rstar-jax: {e}", file=sys.stderr)
+        print(f"rstar-jax {args.command}: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
     return 0
@@ -53,6 +53,9 @@ def _add(sub, name: str, kind: str, help_text: str) -> None:
     p.add_argument("--init-from", default=None, metavar="DIR",
                    help="model to start from: an export (DIR/final of an earlier run) or a "
                         "checkpoint dir; default: the config's model")
+    p.add_argument("--force", action="store_true",
+                   help="when DIR/ckpt holds a run made with other data or settings, discard it "
+                        "and start over (default: refuse, saying what changed)")
     p.set_defaults(handler=lambda a: _run(a, kind))
 
 
