@@ -4,7 +4,8 @@ Every section is a frozen dataclass; `Config` nests them. YAML files under
 `configs/` state only the values that differ from these defaults (through a
 `base_config:` chain), and the command line overrides single values with
 dotted `section.key=value` arguments. The loader (`loader.py`) validates every
-key and type against this schema, so a misspelt key or a wrong type is an
+key and type against this schema, and every number against its range in
+`ranges.py`, so a misspelt key, a wrong type or a value out of range is an
 error before anything runs.
 
 Defaults describe a sensible single-host run of the real method; the `tiny`
