@@ -79,7 +79,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parses `argv`, accepting `key.sub=value` overrides anywhere on the
     line (`... a=1 --limit 2 b=2`), in the order given."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_in(argv))
+    command = _command_in(argv)
+    if command is None and "--version" in argv:
+        command = "config"  # any light module: the version needs no command
+    parser = build_parser(command)
     args, extra = parser.parse_known_args(argv)
     if extra:
         if hasattr(args, "overrides") and all(_is_override(a) for a in extra):
