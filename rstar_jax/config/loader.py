@@ -24,7 +24,8 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from rstar_jax.config.schema import CHOICES, RANGES, Config
+from rstar_jax.config.ranges import RANGES, range_error
+from rstar_jax.config.schema import CHOICES, Config
 
 BASE_KEY = "base_config"
 _MAX_CHAIN = 32
@@ -112,8 +113,15 @@ def _read_yaml(path: str) -> dict:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); "
+                          "give a YAML file") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -165,10 +173,35 @@ def _check_choices(node) -> None:
 
 
 def _check_ranges(node) -> None:
-    for key, (lo, hi) in RANGES.items():
+    for key, rng in RANGES.items():
         value = OmegaConf.select(node, key)
-        if not lo <= value <= hi:
-            raise ConfigError(f"bad value for '{key}': {value!r}; expected a number in [{lo}, {hi}]")
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value)
+        err = range_error(key, value, rng)
+        if err:
+            raise ConfigError(err)
+
+
+def check_section(section: str, cfg, **values) -> None:
+    """Checks one built section (e.g. an `ExecutorConfig` made in Python,
+    not loaded from a file) against `RANGES`; `values` override its fields.
+
+    Raises:
+      ConfigError: naming the key, the value and the valid range.
+    """
+    for f in dataclasses.fields(cfg):
+        key = f"{section}.{f.name}"
+        if key in RANGES:
+            err = range_error(key, values.get(f.name, getattr(cfg, f.name)), RANGES[key])
+            if err:
+                raise ConfigError(err)
+
+
+def check_value(key: str, value) -> None:
+    """Checks one value (a command-line flag standing for `key`) against `RANGES`."""
+    err = range_error(key, value, RANGES[key])
+    if err:
+        raise ConfigError(err)
 
 
 def _check_mesh(node) -> None:
@@ -247,4 +280,5 @@ def from_dict(data: dict) -> Config:
     except OmegaConfBaseException as e:
         raise _explain(e, "saved config") from None
     _check_choices(node)
+    _check_ranges(node)
     return OmegaConf.to_object(node)

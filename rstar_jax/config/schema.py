@@ -4,7 +4,8 @@ Every section is a frozen dataclass; `Config` nests them. YAML files under
 `configs/` state only the values that differ from these defaults (through a
 `base_config:` chain), and the command line overrides single values with
 dotted `section.key=value` arguments. The loader (`loader.py`) validates every
-key and type against this schema, so a misspelt key or a wrong type is an
+key and type against this schema, and every number against its range in
+`ranges.py`, so a misspelt key, a wrong type or a value out of range is an
 error before anything runs.
 
 Defaults describe a sensible single-host run of the real method; the `tiny`
@@ -402,7 +403,11 @@ class LoggingConfig:
     """Logging and progress display."""
 
     level: str = "INFO"
-    progress: bool = True  # progress bars (only on a TTY)
+    # Progress of long stages: bars on a terminal; when stderr is not a
+    # terminal (a log file, a pod, CI), a log line every `progress_every_s`
+    # seconds with done/total, rate, ETA and the stage's key figure.
+    progress: bool = True
+    progress_every_s: float = 30.0  # 0: a line per finished item
     jsonl: bool = True
 
 
@@ -458,9 +463,3 @@ CHOICES: Dict[str, tuple] = {
 def replace(cfg, **changes):
     """`dataclasses.replace` re-exported for frozen sections."""
     return dataclasses.replace(cfg, **changes)
-
-
-# Numeric values restricted to a closed interval, checked after type validation.
-RANGES: Dict[str, tuple] = {
-    "data.arith_final_mod_share": (0.0, 1.0),
-}

@@ -85,11 +85,12 @@ def load_benchmark(
     if path and os.path.isdir(path):
         file = os.path.join(path, BENCHMARKS[key][0])
         if not os.path.isfile(file):
-            raise BenchmarkError(f"{path} holds no {BENCHMARKS[key][0]}")
+            raise BenchmarkError(f"eval.benchmark_dir={path} holds no {BENCHMARKS[key][0]}")
         return _checked(key, read_problems(file, limit), limit)
+    missing = f" (eval.benchmark_dir={path}: no such file or directory)" if path else ""
     raise BenchmarkError(
-        f"no source for {key}: give path= (the file or a directory holding "
-        f"{BENCHMARKS[key][0]}) or data_dir= (tfds cache, downloads the official file)")
+        f"no source for {key}{missing}: set eval.benchmark_dir (the file or a directory holding "
+        f"{BENCHMARKS[key][0]}) or eval.data_dir (tfds cache, downloads the official file)")
 
 
 def _checked(key: str, problems: List[Problem], limit: Optional[int]) -> List[Problem]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rstar_jax.config.commands import add_config_arguments, config_from_args
+from rstar_jax.config.commands import add_config_arguments, check_out_dir, config_from_args
 
 
 def _make_world(args: argparse.Namespace) -> int:
+    check_out_dir(args.out)
     cfg = config_from_args(args)
     if cfg.data.source != "arith":
         print(f"rstar-jax make-world: data.source is {cfg.data.source!r}; the world is made "

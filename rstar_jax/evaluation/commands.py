@@ -11,7 +11,17 @@ import argparse
 import json
 import sys
 
-from rstar_jax.config.commands import add_config_arguments, config_from_args
+from rstar_jax.config.commands import (
+    MODEL_PATH_KEYS,
+    add_config_arguments,
+    check_model_paths,
+    check_out_dir,
+    config_from_args,
+    ranged,
+)
+from rstar_jax.config.ranges import ONE_UP
+
+PPM_METHODS = ("best_of_n", "beam", "mcts_ppm")
 
 
 def _aggregate(args: argparse.Namespace) -> int:
@@ -26,6 +36,12 @@ def _fail(command: str, e: Exception) -> int:
 
 
 def _evaluate(args: argparse.Namespace, run_method=None) -> int:
+    check_out_dir(args.out)
+    cfg = config_from_args(args)
+    method = args.method or cfg.eval.method
+    if run_method is None:  # the real models: their paths must exist
+        ppm = ("ppm.checkpoint",) if method in PPM_METHODS else ()
+        check_model_paths(cfg, MODEL_PATH_KEYS + ppm, tokenizer=False)
     from rstar_jax.config.schema import replace
     from rstar_jax.data.benchmarks import BenchmarkError
     from rstar_jax.data.problems import ProblemFileError
@@ -33,10 +49,8 @@ def _evaluate(args: argparse.Namespace, run_method=None) -> int:
     from rstar_jax.evaluation.methods import MethodUnavailable
     from rstar_jax.evaluation.report import markdown_table
 
-    cfg = config_from_args(args)
     if args.limit is not None:
         cfg = replace(cfg, eval=replace(cfg.eval, limit=args.limit))
-    method = args.method or cfg.eval.method
     names = [b for b in (args.benchmark or ",".join(cfg.eval.benchmarks)).split(",") if b.strip()]
     if not names:
         return _fail("evaluate", ValueError("no benchmark given"))
@@ -69,7 +83,11 @@ def _evaluate_ppm(args: argparse.Namespace, scorer=None) -> int:
     from rstar_jax.evaluation.processbench import evaluate_processbench
     from rstar_jax.evaluation.results import write_json_atomic
 
+    if args.out:
+        check_out_dir(args.out)
     cfg = config_from_args(args)
+    if scorer is None:
+        check_model_paths(cfg, MODEL_PATH_KEYS + ("ppm.checkpoint",), tokenizer=False)
     if args.benchmark.lower() != "processbench":
         return _fail("evaluate-ppm", ValueError(
             f"unknown benchmark {args.benchmark!r}; only 'processbench' is supported"))
@@ -111,7 +129,7 @@ def register(sub) -> None:
         "for first, maj@k, best@k, weighted@k and unbiased pass@k. Malformed lines are reported "
         "on stderr and not counted; exit status 2 when no line is usable.",
     )
-    agg.add_argument("--k", type=int, default=None, metavar="K",
+    agg.add_argument("--k", type=ranged(int, ONE_UP), default=None, metavar="K",
                      help="samples per problem used by maj@k/best@k/weighted@k and pass@k "
                      "(default: all; capped at each line's number of preds)")
     agg.set_defaults(handler=_aggregate)
@@ -130,7 +148,7 @@ def register(sub) -> None:
                     choices=("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
                     help="default: eval.method")
     ev.add_argument("--out", required=True, metavar="DIR", help="output directory (resumable)")
-    ev.add_argument("--limit", type=int, default=None, metavar="N",
+    ev.add_argument("--limit", type=ranged(int, ONE_UP), default=None, metavar="N",
                     help="first N problems of each benchmark (default: eval.limit)")
     ev.set_defaults(handler=_evaluate)
 
@@ -144,7 +162,7 @@ def register(sub) -> None:
                      help="ProcessBench directory (default: eval.processbench_dir)")
     ppm.add_argument("--subsets", default=None, metavar="A,B",
                      help="subsets to load (default: all four)")
-    ppm.add_argument("--limit", type=int, default=None, metavar="N",
+    ppm.add_argument("--limit", type=ranged(int, ONE_UP), default=None, metavar="N",
                      help="first N samples of each subset")
     ppm.add_argument("--out", default=None, metavar="DIR", help="also write processbench.json")
     ppm.set_defaults(handler=_evaluate_ppm)

@@ -29,7 +29,7 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics, report
 from rstar_jax.evaluation.results import ProblemResult, ResultStore, write_json_atomic
 from rstar_jax.search import selection
-from rstar_jax.utils.logging import progress
+from rstar_jax.utils.logging import MetricsLog, progress
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,15 @@ def run_benchmark(
     *,
     equiv=None,
     chunk_size: int = 16,
+    grade: Optional[metrics.Grade] = None,
 ) -> List[ProblemResult]:
     """Runs the pending problems of one benchmark chunk by chunk, appending
-    each finished chunk; returns the results of all `problems`, in order."""
+    each finished chunk; returns the results of all `problems`, in order.
+
+    Progress (bar or log lines, see `utils.logging`) and one row per chunk
+    in `out_dir/metrics.jsonl` report the accuracy so far of the problems
+    run in this call (graded with `grade`, when given).
+    """
     store = ResultStore(os.path.join(out_dir, name, "results.jsonl"))
     done = store.load()
     pending = [p for p in problems if p.id not in done]
@@ -120,8 +126,11 @@ def run_benchmark(
         log.info("%s: %d of %d problems already done, resuming", name,
                  len(problems) - len(pending), len(problems))
     sel = selection_for(method, cfg)
-    bar = progress(total=len(problems), initial=len(problems) - len(pending), desc=name,
-                   unit="problem", enabled=cfg.logging.progress)
+    bar = progress(total=len(problems), initial=len(problems) - len(pending),
+                   desc=f"evaluate {name} {method}", unit="problem", enabled=cfg.logging.progress,
+                   every_s=cfg.logging.progress_every_s)
+    log_rows = MetricsLog(os.path.join(out_dir, "metrics.jsonl"), cfg.logging.jsonl)
+    ran = correct = 0
     for start in range(0, len(pending), max(1, chunk_size)):
         chunk = pending[start:start + chunk_size]
         got = run_method(method, chunk, cfg)
@@ -137,8 +146,18 @@ def run_benchmark(
             ordered.append(r)
         store.append(ordered)
         done.update(by_id)
-        bar.update(len(chunk))
+        ran += len(ordered)
+        figures = {}
+        if grade is not None:
+            correct += sum(r.chosen is not None and bool(grade(r.chosen, r.gold)) for r in ordered)
+            figures["accuracy"] = f"{100.0 * correct / ran:.1f}%"
+        bar.update(len(chunk), **figures)
+        log_rows.write({"benchmark": name, "method": method, "done": bar.n, "total": len(problems),
+                        "ran": ran, "correct": correct if grade is not None else None,
+                        "accuracy": 100.0 * correct / ran if grade is not None else None,
+                        "elapsed_s": round(bar.elapsed(), 3)})
     bar.close()
+    log_rows.close()
     return [done[p.id] for p in problems]
 
 
@@ -187,7 +206,7 @@ def evaluate(
             probs = load_benchmark(name, data_dir=cfg.eval.data_dir,
                                    path=cfg.eval.benchmark_dir, limit=cfg.eval.limit)
         results = run_benchmark(key, probs, method, cfg, out_dir, run_method, equiv=equiv,
-                                chunk_size=cfg.eval.chunk_size)
+                                chunk_size=cfg.eval.chunk_size, grade=grade)
         if key == "math500" and levels is None:
             levels = levels_table(cfg)
         summaries.append(report.benchmark_summary(

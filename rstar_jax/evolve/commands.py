@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rstar_jax.config.commands import add_config_arguments
+from rstar_jax.config.commands import add_config_arguments, check_out_dir
 
 
 def _evolve(args: argparse.Namespace) -> int:
     from rstar_jax.config.loader import load_config
-    from rstar_jax.evolve.context import MissingInput
-    from rstar_jax.evolve.runner import run_evolve
     from rstar_jax.utils.logging import setup_logging
 
-    setup_logging(load_config(args.config, args.overrides).logging.level)
+    check_out_dir(args.out)
+    setup_logging(load_config(args.config, args.overrides).logging.level)  # refuses bad values
+    from rstar_jax.evolve.context import MissingInput
+    from rstar_jax.evolve.runner import run_evolve
+
     try:
         run_evolve(args.config, args.out, args.overrides, only=args.only, start=args.start)
     except MissingInput as e:

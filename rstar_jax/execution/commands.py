@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Iterator, List, Tuple
 
-from rstar_jax.config.commands import add_config_arguments, config_from_args
+from rstar_jax.config.commands import add_config_arguments, config_from_args, ranged
 
 CHUNK = 512  # lines per executor batch
 
@@ -57,9 +57,6 @@ def _emit(obj: dict) -> None:
 def _exec(args: argparse.Namespace) -> int:
     from rstar_jax.execution.pool import ExecutorPool
 
-    if args.timeout is not None and args.timeout <= 0:
-        print("rstar-jax exec: --timeout must be positive", file=sys.stderr)
-        return 2
     cfg = config_from_args(args).executor
     if args.timeout is not None:
         cfg = dataclasses.replace(cfg, timeout_s=float(args.timeout))
@@ -108,7 +105,7 @@ def register(sub) -> None:
         "exec", help="run step programs in the sandboxed pool (JSON Lines stdin -> stdout)",
         description='Reads {"code": "..."} per line; writes {"observation", "error", "timed_out"} '
                     "per line, same order, with the spec's observation rules.")
-    ex.add_argument("--timeout", type=float, default=None, metavar="S",
+    ex.add_argument("--timeout", type=ranged(float, "executor.timeout_s"), default=None, metavar="S",
                     help="wall-clock seconds per program (default: executor.timeout_s)")
     add_config_arguments(ex, required=False)
     ex.set_defaults(handler=_exec)
@@ -117,6 +114,7 @@ def register(sub) -> None:
         "grade", help="grade answers against gold answers (JSON Lines stdin -> stdout)",
         description='Reads {"pred": "...", "gold": "..." or [...]} per line (pred may be a whole '
                     'response: its last \\boxed{} is graded); writes {"equal": bool} per line.')
-    gr.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds per pair")
+    gr.add_argument("--timeout", type=ranged(float, "eval.grade_timeout_s"), default=5.0,
+                    metavar="S", help="seconds per pair")
     add_config_arguments(gr, required=False)
     gr.set_defaults(handler=_grade)

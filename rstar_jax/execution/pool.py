@@ -48,6 +48,7 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence
 
+from rstar_jax.config.loader import check_section, check_value
 from rstar_jax.config.schema import ExecutorConfig
 from rstar_jax.execution.screen import screen, screening_is_exact
 from rstar_jax.execution.types import ExecResult
@@ -241,6 +242,7 @@ class ExecutorPool:
     def __init__(self, cfg: Optional[ExecutorConfig] = None, *, timeout_s: Optional[float] = None):
         self.cfg = cfg or ExecutorConfig()
         self.timeout_s = float(timeout_s if timeout_s is not None else self.cfg.timeout_s)
+        check_section("executor", self.cfg, timeout_s=self.timeout_s)  # a NaN timeout hangs the pool
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._shared: collections.deque = collections.deque()
@@ -283,6 +285,7 @@ class ExecutorPool:
         if self._closed:
             raise RuntimeError("executor pool is closed")
         timeout = float(timeout_s if timeout_s is not None else self.timeout_s)
+        check_value("executor.timeout_s", timeout)
         future = BatchFuture(len(programs))
         items = []
         for code in programs:  # parsing and hashing need no lock

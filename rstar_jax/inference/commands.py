@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rstar_jax.config.commands import add_config_arguments, config_from_args
+from rstar_jax.config.commands import (
+    add_config_arguments,
+    check_model_paths,
+    config_from_args,
+    ranged,
+)
+from rstar_jax.config.ranges import NONNEG, ONE_UP
 
 
 def _sample(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    check_model_paths(cfg)
     from rstar_jax.data.prompts import STEP_STOPS, policy_prompt
     from rstar_jax.inference import load_policy_engine
     from rstar_jax.inference.types import GenerationRequest, SamplingParams
@@ -42,12 +45,14 @@ def register(sub) -> None:
     add_config_arguments(p)
     p.add_argument("--prompt", required=True, help="a question (wrapped in the policy prompt)")
     p.add_argument("--raw", action="store_true", help="send --prompt as is, without the template")
-    p.add_argument("--n", type=int, default=1, help="completions to sample")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: engine.max_new_tokens")
-    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0: off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=ranged(int, ONE_UP), default=1, help="completions to sample")
+    p.add_argument("--max-new-tokens", type=ranged(int, ONE_UP), default=None,
+                   help="default: engine.max_new_tokens")
+    p.add_argument("--temperature", type=ranged(float, "mcts.temperature"), default=0.7,
+                   help="0 is greedy")
+    p.add_argument("--top-p", type=ranged(float, "mcts.top_p"), default=1.0)
+    p.add_argument("--top-k", type=ranged(int, NONNEG), default=0, help="0: off")
+    p.add_argument("--seed", type=ranged(int, "seed"), default=0)
     p.add_argument("--stop", action="append", help="stop string (repeatable; default: step tags)")
     p.add_argument("--no-stop", action="store_true", help="no stop strings (run to length/eos)")
     p.set_defaults(handler=_sample)

@@ -10,7 +10,16 @@ import argparse
 import json
 import sys
 
-from rstar_jax.config.commands import add_config_arguments, config_from_args
+from rstar_jax.config.commands import (
+    MODEL_PATH_KEYS,
+    add_config_arguments,
+    check_input,
+    check_model_paths,
+    check_out_dir,
+    config_from_args,
+    ranged,
+)
+from rstar_jax.config.ranges import ONE_UP
 
 
 def _fail(msg: str) -> int:
@@ -55,7 +64,11 @@ def local_mesh(cfg):
 def _search(args: argparse.Namespace) -> int:
     from rstar_jax.data.problems import ProblemFileError, read_problems
 
+    check_out_dir(args.out)
+    check_input(args.problems, "--problems", directory=False)
     cfg = config_from_args(args)
+    check_model_paths(cfg, MODEL_PATH_KEYS + (("ppm.checkpoint",) if needs_scorer(cfg.mcts) else ()),
+                      tokenizer=False)
     try:
         problems = read_problems(args.problems, limit=args.limit)
     except ProblemFileError as e:
@@ -101,6 +114,8 @@ def _extract(args: argparse.Namespace) -> int:
     from rstar_jax.data.extract import extract_to_dir
     from rstar_jax.utils.logging import setup_logging
 
+    check_out_dir(args.out)
+    check_input(args.trees, "--trees")
     cfg = load_config(args.config, args.overrides) if args.config else load_config(None, args.overrides)
     setup_logging(cfg.logging.level)
     try:
@@ -135,7 +150,8 @@ def register(sub) -> None:
     add_config_arguments(p)
     p.add_argument("--problems", required=True, metavar="FILE", help="JSON / JSONL problem file")
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the tree files")
-    p.add_argument("--limit", type=int, default=None, help="only the first N problems")
+    p.add_argument("--limit", type=ranged(int, ONE_UP), default=None, metavar="N",
+                   help="only the first N problems")
     p.set_defaults(handler=_search)
 
     e = sub.add_parser(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -20,7 +21,7 @@ from rstar_jax.search import tree as T
 from rstar_jax.search.baselines import best_answer, run_baseline
 from rstar_jax.search.driver import MCTSDriver, ProblemResult
 from rstar_jax.search.expansion import Hooks, Timers
-from rstar_jax.utils.logging import progress
+from rstar_jax.utils.logging import MetricsLog, progress
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,9 @@ def search_to_dir(
     # Votes group answers with the same grader that marks them correct.
     equiv = hooks.grade if hooks is not None else None
     bar = progress(total=len(mine), initial=len(mine) - len(todo), desc=f"search[{mode}]",
-                   unit="problem", enabled=cfg.logging.progress)
+                   unit="problem", enabled=cfg.logging.progress,
+                   every_s=cfg.logging.progress_every_s)
+    metrics = MetricsLog(os.path.join(out_dir, f"metrics.{process_index}.jsonl"), cfg.logging.jsonl)
     t0 = time.perf_counter()
 
     def on_done(r: ProblemResult) -> None:
@@ -137,9 +140,12 @@ def search_to_dir(
         stats["solved"] += int(r.solved)
         stats["rollouts"] += r.rollouts
         el = max(time.perf_counter() - t0, 1e-9)
-        bar.update(1)
-        bar.set_postfix(rollouts_s=f"{stats['rollouts'] / el:.1f}",
-                        solved=f"{stats['solved'] / stats['searched']:.0%}")
+        share = stats["solved"] / stats["searched"]
+        bar.update(1, solved=f"{share:.0%}", rollouts_s=round(stats["rollouts"] / el, 2))
+        metrics.write({"problem": r.problem.id, "done": bar.n, "total": len(mine),
+                       "problem_solved": bool(r.solved), "problem_rollouts": r.rollouts, **stats,
+                       "solved_share": share, "elapsed_s": round(el, 3),
+                       "problems_per_s": stats["searched"] / el})
 
     timers = Timers()
     try:
@@ -152,6 +158,7 @@ def search_to_dir(
     finally:
         bar.close()
         writer.close()
+        metrics.close()
     wall = time.perf_counter() - t0
     summary = {
         "path": path, "shard": [process_index, process_count], "problems": len(mine),

@@ -210,8 +210,63 @@ class Trainer:
         return sum(ex[i].length for i in lens)
 
 
-def _restore(tr: Trainer, ckpt, fp: str):
-    """Restores the latest checkpoint into `tr`; returns (next step, window)."""
+class ResumeMismatch(ValueError):
+    """The checkpoint in the output directory was made for other data or settings."""
+
+
+def data_settings(run: Run, data_path: str) -> Dict:
+    """What a checkpoint records of its data, to say what changed on resume."""
+    h = hashlib.sha256()
+    with open(data_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"data_sha256": h.hexdigest()[:16], "examples": len(run.examples),
+            "eval_examples": len(run.eval_examples), "steps": len(run.plan.steps)}
+
+
+def _flat(tree, prefix: str = "") -> Dict:
+    out: Dict = {}
+    for k, v in (tree or {}).items():
+        if isinstance(v, dict) and v and k not in ("arith_habits",):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# Config keys that shape a run's batches, shown when a resume is refused.
+_PLAN_KEYS = ("train.", "model.", "data.assistant_sep")
+
+
+def mismatch_message(directory: str, old_cfg: Optional[Dict], new_cfg: Config,
+                     old_data: Optional[Dict], new_data: Dict) -> str:
+    """One line: what differs between a checkpoint's run and this one, and
+    how to continue."""
+    from rstar_jax.config import to_dict
+
+    changes = []
+    if old_cfg is not None:
+        old, new = _flat(old_cfg), _flat(to_dict(new_cfg))
+        for key in sorted(set(old) | set(new)):
+            if key.startswith(_PLAN_KEYS) and old.get(key) != new.get(key):
+                changes.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
+    for key in ("data_sha256", "examples", "eval_examples", "steps"):
+        if old_data and key in old_data and old_data[key] != new_data[key]:
+            changes.append(f"{key} {old_data[key]!r} -> {new_data[key]!r}")
+    what = "; ".join(changes) if changes else "the data file's content or order"
+    out_dir = os.path.dirname(directory)
+    return (f"{directory} holds a run made with other data or settings ({what}); to continue it, "
+            f"rerun with its data and settings; to train anew, give another --out, or pass "
+            f"--force to discard its checkpoints and start over in {out_dir}")
+
+
+def _restore(tr: Trainer, ckpt, fp: str, settings: Dict):
+    """Restores the latest checkpoint into `tr`; returns (next step, window).
+
+    Raises:
+      ResumeMismatch: the checkpoint's plan is not this run's (other data or
+        batch settings), saying what differs.
+    """
     from rstar_jax.models.loading import MODEL_CLASSES, abstract_model
 
     opt_target = jax.tree.map(
@@ -221,24 +276,49 @@ def _restore(tr: Trainer, ckpt, fp: str):
                        mesh=tr.mesh, rules=tr.rules, extra_targets={"opt_state": opt_target})
     data = got.extra["data"]
     if data["plan"] != fp:
-        raise ValueError(f"{ckpt.directory}: checkpoint was made for different data or settings")
+        raise ResumeMismatch(mismatch_message(ckpt.directory, got.metadata.get("config"),
+                                              tr.run.cfg, data.get("settings"), settings))
     _, params = st.split_params(got.model)
     step = jax.device_put(jnp.asarray(data["next_step"], jnp.int32), st.replicated(tr.mesh))
     tr.state = {"params": params, "opt_state": got.extra["opt_state"], "step": step}
     return data["next_step"], data["window"]
 
 
-def _save(tr: Trainer, ckpt, done: int, window: Dict, fp: str) -> None:
+def _save(tr: Trainer, ckpt, done: int, window: Dict, fp: str, settings: Dict) -> None:
     from flax import nnx
 
     ckpt.save(done, nnx.merge(tr.graphdef, tr.state["params"]), extra={
         "opt_state": tr.state["opt_state"],
-        "data": {"next_step": done, "window": window, "plan": fp}})
+        "data": {"next_step": done, "window": window, "plan": fp, "settings": settings}})
+
+
+def _discard_checkpoints(ckpt, out_dir: str, cfg: Config, tok):
+    """`--force`: removes the checkpoints of another run; returns a fresh
+    `Checkpointer` over the emptied directory."""
+    import shutil
+
+    from rstar_jax.models.checkpoint import Checkpointer
+
+    directory = ckpt.directory
+    ckpt.close()
+    if jax.process_index() == 0:
+        log.warning("--force: discarding the checkpoints in %s (another run's) and starting over",
+                    directory)
+        shutil.rmtree(directory)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("discard_checkpoints")
+    return Checkpointer(directory, cfg.checkpoint, config=cfg, tokenizer=tok)
 
 
 def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Optional[str] = None,
-          tokenizer=None, on_step: Optional[OnStep] = None) -> Dict:
+          tokenizer=None, on_step: Optional[OnStep] = None, force: bool = False) -> Dict:
     """Trains one stage (`kind`: `lm` = policy SFT / pretraining, `ppm`).
+
+    A checkpoint in `out_dir/ckpt` is resumed when it was made for the same
+    data and batch settings; otherwise `ResumeMismatch` says what differs,
+    unless `force`, which discards it and starts over.
 
     Returns the summary dict (also written to `out_dir/summary.json`).
     """
@@ -254,10 +334,16 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
     tr = Trainer(run, mesh, graphdef, params)
     ckpt = Checkpointer(os.path.join(out_dir, "ckpt"), cfg.checkpoint, config=cfg, tokenizer=tok)
     fp = _fingerprint(run)
+    settings = data_settings(run, data_path)
     start, window = 0, {}
     if ckpt.latest_step() is not None:
-        start, window = _restore(tr, ckpt, fp)
-        log.info("resumed from step %d of %d", start, tr.total)
+        try:
+            start, window = _restore(tr, ckpt, fp, settings)
+            log.info("resumed from step %d of %d", start, tr.total)
+        except ResumeMismatch:
+            if not force:
+                raise
+            ckpt = _discard_checkpoints(ckpt, out_dir, cfg, tok)
     writer = MetricsWriter(out_dir, cfg.train.tensorboard, start)
     flops_tok = flops_per_token(run.arch, run.opt.seq_len, lm_head=kind != "ppm")
     peak = cfg.train.peak_flops * jax.device_count()
@@ -265,7 +351,9 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
     last = {k: v for k, v in writer.last_train.items() if k in ("loss", "pair_accuracy")}
     t0, tok0, nsteps = time.perf_counter(), 0, 0
     bar = progress(total=tr.total, initial=start, desc=f"train {kind}", unit="step",
-                   enabled=cfg.logging.progress)
+                   enabled=cfg.logging.progress, every_s=cfg.logging.progress_every_s)
+    if last:
+        bar.set_postfix(**last)
 
     def flush():
         nonlocal pending
@@ -290,13 +378,14 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
                    "tokens_per_s": tok0 / dt, "step_time_s": dt / nsteps}
             row["mfu"] = (tok0 / dt) * flops_tok / peak if peak > 0 else None
             writer.write(row)
+            bar.set_postfix(**{k: last[k] for k in ("loss", "pair_accuracy") if k in last})
             window, t0, tok0, nsteps = {}, time.perf_counter(), 0, 0
         if tr.eval_data is not None and cfg.train.eval_every and done % cfg.train.eval_every == 0:
             writer.write({"step": done, "split": "eval", **tr.evaluate()})
         if cfg.checkpoint.save_every and (done % cfg.checkpoint.save_every == 0
                                           or done == tr.total):
             flush()
-            _save(tr, ckpt, done, window, fp)
+            _save(tr, ckpt, done, window, fp, settings)
         if on_step is not None:
             on_step(done, last)
     bar.close()
@@ -331,7 +420,8 @@ def _finish(tr: Trainer, out_dir: str, last: Dict, writer: MetricsWriter) -> Dic
 
 
 def train_policy(cfg: Config, data_path: str, out_dir: str, *, init_from: Optional[str] = None,
-                 tokenizer=None, on_step: Optional[OnStep] = None) -> Dict:
+                 tokenizer=None, on_step: Optional[OnStep] = None,
+                 force: bool = False) -> Dict:
     """Policy SFT (or plain-text pretraining) on `data_path` (spec section 6).
 
     Args:
@@ -345,11 +435,12 @@ def train_policy(cfg: Config, data_path: str, out_dir: str, *, init_from: Option
       The summary: final loss, steps, tokens, skipped records, final path.
     """
     return train(cfg, data_path, out_dir, kind="lm", init_from=init_from, tokenizer=tokenizer,
-                 on_step=on_step)
+                 on_step=on_step, force=force)
 
 
 def train_ppm(cfg: Config, data_path: str, out_dir: str, *, init_from: Optional[str] = None,
-              tokenizer=None, on_step: Optional[OnStep] = None) -> Dict:
+              tokenizer=None, on_step: Optional[OnStep] = None,
+              force: bool = False) -> Dict:
     """PPM training on preference pairs (`train.ppm_loss`: `bt` or `pqm`).
 
     `init_from` is normally that round's policy export: its backbone with a
@@ -357,4 +448,4 @@ def train_ppm(cfg: Config, data_path: str, out_dir: str, *, init_from: Optional[
     uses `ppm.checkpoint`, else the policy of `cfg.model` with a fresh head.
     """
     return train(cfg, data_path, out_dir, kind="ppm", init_from=init_from, tokenizer=tokenizer,
-                 on_step=on_step)
+                 on_step=on_step, force=force)

@@ -104,7 +104,7 @@ def test_config_is_frozen():
         ("mcts.rollouts=many", "'mcts.rollouts' in override 'mcts.rollouts=many': expected int"),
         ("model.hidden_size=1.5", "expected int"),
         ("mcts.mode=alphazero", "expected one of mcts, greedy"),
-        ("data.arith_final_mod_share=1.5", "'data.arith_final_mod_share': 1.5; expected a number in [0.0, 1.0]"),
+        ("data.arith_final_mod_share=1.5", "'data.arith_final_mod_share': 1.5; expected a number in [0, 1]"),
         ("mcts.rollouts", "not of the form"),
     ],
 )
