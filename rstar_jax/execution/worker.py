@@ -2,8 +2,9 @@
 
 Started by `ExecutorPool` as a fresh interpreter (spawn semantics: never a
 fork of a process that may hold JAX threads) with a minimal environment, so
-no secret of the parent is in its environment or `/proc/<pid>/environ`. It
-isolates itself (network namespace, private /tmp: see sandbox.py), imports
+no secret of the parent is in its environment or `/proc/<pid>/environ`,
+inside the kernel sandbox of `isolation.py`. It makes itself non-dumpable
+(so no program can read its memory or descriptors through /proc), imports
 the heavy modules (numpy, sympy, ...) once, then serves programs read as
 JSON lines on stdin, answering on stdout.
 
@@ -34,12 +35,12 @@ import sys
 import tempfile
 import time
 
+from rstar_jax.execution.observation import truncate
 from rstar_jax.execution.sandbox import (
     _PR_SET_CHILD_SUBREAPER,
+    _PR_SET_DUMPABLE,
     _libc,
     _reseed,
-    isolate_filesystem,
-    isolate_network,
     run_child,
 )
 
@@ -88,14 +89,19 @@ def _describe_status(status: int, timeout: float, timed_out: bool) -> str:
     return f"SystemExit: {os.WEXITSTATUS(status)}"
 
 
-def _parse_frame(frame: bytes):
-    """`b"{err} {n} {kept}\\n" + n bytes of UTF-8` -> result dict, or None if malformed."""
+def _parse_frame(frame: bytes, chars: int):
+    """`b"{err} {n} {kept}\\n" + n bytes of UTF-8` -> result dict, or None if malformed.
+
+    The program could have written the frame itself (it holds the pipe), so
+    nothing in it is trusted: the observation is truncated here to `chars`
+    (and again by the pool).
+    """
     head, sep, body = frame.partition(b"\n")
     try:
         err, n, kept = head.split(b" ")
-        if not sep or err not in (b"0", b"1") or int(n) != len(body):
+        if not sep or err not in (b"0", b"1") or int(n) != len(body) or len(body) > _frame_cap(chars):
             return None
-        return {"observation": body.decode("utf-8", "replace"), "error": err == b"1",
+        return {"observation": truncate(body.decode("utf-8", "replace"), chars), "error": err == b"1",
                 "snapshot": kept == b"1"}
     except ValueError:
         return None
@@ -111,7 +117,12 @@ def _frame_complete(frame: bytes) -> bool:
         return True  # garbage: stop reading, it will not parse
 
 
-def _await_result(pid: int, rfd: int, deadline: float, first: bytes = b""):
+def _frame_cap(chars: int) -> int:
+    """Largest honest frame body: a truncated observation, 4 UTF-8 bytes a character."""
+    return 4 * (chars + 3)
+
+
+def _await_result(pid: int, rfd: int, deadline: float, first: bytes, cap: int):
     """Reads the child's frame until it is complete, the child exits, or the deadline.
 
     Waits on the result pipe and on a pidfd of the child together, so neither
@@ -134,7 +145,7 @@ def _await_result(pid: int, rfd: int, deadline: float, first: bytes = b""):
             ready, _, _ = select.select(fds, [], [], left if pidfd is not None else min(left, 0.01))
             if rfd in ready:
                 data = os.read(rfd, 65536)
-                if data and size < _RESULT_CAP:
+                if data and size < cap:
                     chunks.append(data)
                     size += len(data)
                 if not data or _frame_complete(b"".join(chunks)):
@@ -175,14 +186,11 @@ class _Snapshot:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_RESULT_CAP = 1 << 20
-
-
 class Worker:
     """Runs tasks one at a time, keeping up to `prefix_snapshots` snapshots."""
 
-    def __init__(self, network: str, base_tmp: str, send, max_snapshots: int):
-        self.network, self.base_tmp, self.send = network, base_tmp, send
+    def __init__(self, base_tmp: str, send, max_snapshots: int):
+        self.base_tmp, self.send = base_tmp, send
         self.max_snapshots = max_snapshots
         self.snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
 
@@ -192,8 +200,6 @@ class Worker:
 
     def _workdir(self, task: dict) -> str:
         workdir = tempfile.mkdtemp(prefix="p", dir=self.base_tmp)
-        if task.get("sandbox_uid") is not None:
-            os.chown(workdir, task["sandbox_uid"], task["sandbox_uid"])
         os.chmod(workdir, 0o700)
         return workdir
 
@@ -257,7 +263,7 @@ class Worker:
             pid = os.fork()
             if pid == 0:
                 os.close(rfd)
-                run_child(task, workdir, wfd, theirs.fileno() if theirs else -1, self.network)
+                run_child(task, workdir, wfd, theirs.fileno() if theirs else -1)
             os.close(wfd)
             if theirs is not None:
                 theirs.close()
@@ -271,8 +277,9 @@ class Worker:
         timeout = float(task["timeout_s"])
         frame, timed_out, status, kept, parsed = b"", False, None, False, None
         try:
-            frame, timed_out = _await_result(pid, rfd, deadline, first)
-            parsed = None if timed_out else _parse_frame(frame)
+            chars = int(task["observation_chars"])
+            frame, timed_out = _await_result(pid, rfd, deadline, first, _frame_cap(chars) + 64)
+            parsed = None if timed_out else _parse_frame(frame, chars)
             kept = bool(parsed and parsed["snapshot"] and mine is not None)
         finally:
             os.close(rfd)
@@ -289,7 +296,7 @@ class Worker:
             _reap_all(self._kept())
         result = parsed if kept else None
         if not kept and not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            result = _parse_frame(frame)
+            result = _parse_frame(frame, chars)
         if result is None:
             obs = _describe_status(status, timeout, timed_out)
             result = {"observation": obs[: int(task["observation_chars"])], "error": True,
@@ -351,10 +358,8 @@ def _warm_up(modules) -> None:
 def main() -> int:
     """Serves tasks until stdin closes. Line protocol documented in pool.py."""
     config = json.loads(sys.stdin.readline())
-    network = isolate_network() if config.get("no_network", True) else "none"
-    filesystem = isolate_filesystem(config.get("tmp_size_mb", 256)) if config.get("sandbox_uid") is not None \
-        else "shared-tmp"
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     _warm_up(config.get("preload_modules", []))
     base_tmp = tempfile.mkdtemp(prefix="rstar_exec_")
     os.chmod(base_tmp, 0o711)
@@ -364,8 +369,8 @@ def main() -> int:
         out.write(json.dumps(obj) + "\n")
         out.flush()
 
-    send({"ready": True, "pid": os.getpid(), "isolation": network, "filesystem": filesystem})
-    worker = Worker(network, base_tmp, send, int(config.get("prefix_snapshots", 0)))
+    send({"ready": True, "pid": os.getpid()})
+    worker = Worker(base_tmp, send, int(config.get("prefix_snapshots", 0)))
     try:
         for line in sys.stdin:
             task = {**config, **json.loads(line)}
