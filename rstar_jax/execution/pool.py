@@ -58,6 +58,7 @@ from rstar_jax.execution import isolation as iso
 from rstar_jax.execution.observation import truncate
 from rstar_jax.execution.screen import screen, screening_is_exact
 from rstar_jax.execution.seccomp import seccomp_program
+from rstar_jax.execution.snapshot_policy import may_snapshot
 from rstar_jax.execution.types import ExecResult
 
 logger = logging.getLogger(__name__)
@@ -202,12 +203,16 @@ class _Worker:
         except ValueError:
             return None
 
-    def execute(self, task_id: int, code: str, timeout_s: float, chain: List[str]) -> Optional[dict]:
-        """Runs one program; None when the worker died or stopped answering."""
+    def execute(self, task_id: int, code: str, timeout_s: float, chain: List[str],
+                keep: bool = False) -> Optional[dict]:
+        """Runs one program; None when the worker died or stopped answering.
+
+        `keep`: the program may stay alive as a snapshot (`snapshot_policy`).
+        """
         deadline = time.monotonic() + timeout_s + _GRACE_S
         self.child_pid = None
         try:
-            self.send({"id": task_id, "code": code, "timeout_s": timeout_s, "chain": chain})
+            self.send({"id": task_id, "code": code, "timeout_s": timeout_s, "chain": chain, "keep": keep})
         except (BrokenPipeError, OSError):
             return None
         while True:
@@ -295,22 +300,23 @@ class ExecutorPool:
         n = max(1, int(self.cfg.num_workers))
         self._local = [collections.deque() for _ in range(n)]
         self._start_errors: List[str] = []
-        starters = [threading.Thread(target=self._start_slot, args=(i,)) for i in range(n)]
+        # Each worker is started (and restarted) by its own dispatcher thread,
+        # which lives as long as the pool: the sandbox dies with the thread
+        # that created it (bwrap --die-with-parent uses PR_SET_PDEATHSIG).
         self._workers: List[Optional[_Worker]] = [None] * n
-        for t in starters:
+        self._ready = [threading.Event() for _ in range(n)]
+        self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
+                                          name=f"executor-{i}") for i in range(n)]
+        for t in self._threads:
             t.start()
-        for t in starters:
-            t.join()
+        for e in self._ready:
+            e.wait()
         if any(w is None for w in self._workers):
             self.close()
             raise RuntimeError("could not start the executor workers: " + self._start_errors[0])
         self.isolation = "bwrap" if self._sandbox is not None else "none"
         self.filesystem = "private-tmp" if self._sandbox is not None else "shared-tmp"
         self.forks = self._sandbox is None or self._sandbox.forks  # may programs fork?
-        self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
-                                          name=f"executor-{i}") for i in range(n)]
-        for t in self._threads:
-            t.start()
         _OPEN.add(self)
         logger.info("executor pool: %d workers, network isolation %s", n, self.isolation)
 
@@ -446,7 +452,11 @@ class ExecutorPool:
                 self._work.wait()
 
     def _serve(self, index: int) -> None:
-        """Dispatcher loop for one worker slot."""
+        """Starts worker `index`, then runs its dispatcher loop."""
+        self._start_slot(index)
+        self._ready[index].set()
+        if self._workers[index] is None:
+            return
         while True:
             item = self._take(index)
             if item is None:
@@ -456,12 +466,13 @@ class ExecutorPool:
                 self._next_id += 1
                 task_id = self._next_id
             msg = None
+            keep = bool(chain) and self.cfg.prefix_snapshots > 0 and may_snapshot(code)
             for _attempt in range(2):
                 worker = self._workers[index]
                 if worker is None or not worker.alive():  # died while idle: not this program's fault
                     self._replace(index)
                     worker = self._workers[index]
-                msg = worker.execute(task_id, code, timeout, chain) if worker is not None else None
+                msg = worker.execute(task_id, code, timeout, chain, keep) if worker is not None else None
                 if msg is not None or worker is None or worker.child_pid is not None:
                     break
                 self._replace(index)  # it died before starting the program: run it on a new one

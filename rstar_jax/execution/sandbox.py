@@ -130,7 +130,7 @@ def _run_and_report(state: ProgramState, task: dict, skip: int, workdir: str, wf
     obs, err = state.run(task["code"], skip=skip, observation_chars=int(task["observation_chars"]))
     if os.getpid() != me:  # a process the program forked: only the child itself reports
         os._exit(0)
-    keep = cmd_fd >= 0 and not err and _may_snapshot(state, workdir)
+    keep = cmd_fd >= 0 and task.get("keep") is True and not err and _may_snapshot(state, workdir)
     # Framed without json or builtins, which the program may have replaced.
     payload = obs.encode("utf-8", "surrogatepass")
     view = memoryview(b"%d %d %d\n" % (1 if err else 0, len(payload), 1 if keep else 0) + payload)

@@ -215,6 +215,7 @@ class Worker:
         snap = self.snapshots[key]
         self.snapshots.move_to_end(key)
         cmd = {"code": task["code"], "skip": skip, "workdir": workdir, "worker": os.getpid(),
+               "keep": bool(task.get("keep")),
                "observation_chars": task["observation_chars"]}
         try:
             socket.send_fds(snap.sock, [json.dumps(cmd).encode()], [wfd, cmd_end.fileno()])
@@ -280,7 +281,7 @@ class Worker:
             chars = int(task["observation_chars"])
             frame, timed_out = _await_result(pid, rfd, deadline, first, _frame_cap(chars) + 64)
             parsed = None if timed_out else _parse_frame(frame, chars)
-            kept = bool(parsed and parsed["snapshot"] and mine is not None)
+            kept = bool(parsed and parsed["snapshot"] and mine is not None and task.get("keep") is True)
         finally:
             os.close(rfd)
             if kept:
