@@ -113,7 +113,9 @@ def bwrap_args(bwrap: str, tmp_size_mb: int, env: Optional[dict] = None) -> List
     args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
             "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent",
             "--new-session", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-            "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+            "--hostname", "sandbox", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(int(tmp_size_mb) << 20), "--tmpfs", "/tmp",  # first: binds may lie under /tmp
+            "--ro-bind", "/usr", "/usr"]
     for link in _SYSTEM_LINKS:
         if os.path.islink(link):
             args += ["--symlink", os.readlink(link), link]
@@ -124,8 +126,7 @@ def bwrap_args(bwrap: str, tmp_size_mb: int, env: Optional[dict] = None) -> List
             args += ["--ro-bind", f, f]
     for p in needed_paths():
         args += ["--ro-bind", p, p]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(int(tmp_size_mb) << 20),
-             "--tmpfs", "/tmp", "--chdir", "/", "--clearenv"]
+    args += ["--chdir", "/", "--clearenv"]
     for k, v in (env or {}).items():
         args += ["--setenv", k, v]
     return args + ["--"]

@@ -166,8 +166,8 @@ class _Worker:
             pass
         hello = self.recv(time.monotonic() + _START_TIMEOUT_S)
         if not hello or not hello.get("ready"):
-            self.kill()
-            raise RuntimeError("executor worker failed to start: " + (self.stderr_tail() or "no error output"))
+            self.kill()  # first, so everything it wrote is in the file
+            raise RuntimeError("executor worker failed to start: " + (self._tail or "no error output"))
 
     def stderr_tail(self) -> str:
         """The end of what the worker wrote to stderr."""
@@ -249,6 +249,7 @@ class _Worker:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             logger.error("executor worker %d did not die", self.proc.pid)
+        self._tail = self.stderr_tail()
         for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             try:
                 stream.close()
