@@ -28,10 +28,11 @@ Architecture (why each piece exists):
   each observation is type-checked and truncated here again.
 
 Line protocol with a worker (JSON lines): first line to the worker is its
-static config; it answers `{"ready": true, "pid", "isolation"}`. Then per
-program: `{"id", "code", "timeout_s"}` in; `{"id", "pid"}` (the child, so we
-can kill its group if the worker dies) and `{"id", "observation", "error",
-"timed_out", "crashed"}` out.
+static config; it answers `{"ready": true, "pid"}`. Then per program:
+`{"id", "code", "timeout_s", "chain", "keep"}` in; `{"id", "pid"}` (the
+child, so an unsandboxed pool can kill its group if the worker dies; in the
+sandbox it is a pid of the sandbox's namespace and killing bwrap ends them
+all) and `{"id", "observation", "error", "timed_out", "crashed"}` out.
 """
 
 from __future__ import annotations
