@@ -58,7 +58,7 @@ from rstar_jax.config.schema import ExecutorConfig
 from rstar_jax.execution import isolation as iso
 from rstar_jax.execution.observation import truncate
 from rstar_jax.execution.screen import screen, screening_is_exact
-from rstar_jax.execution.seccomp import seccomp_program
+from rstar_jax.execution.seccomp import WORKER_PID, seccomp_program
 from rstar_jax.execution.snapshot_policy import may_snapshot
 from rstar_jax.execution.types import ExecResult
 
@@ -169,6 +169,9 @@ class _Worker:
         if not hello or not hello.get("ready"):
             self.kill()  # first, so everything it wrote is in the file
             raise RuntimeError("executor worker failed to start: " + (self._tail or "no error output"))
+        if sandbox is not None and hello.get("pid") != WORKER_PID:  # the pid seccomp protects
+            self.kill()
+            raise RuntimeError(f"sandboxed worker has pid {hello.get('pid')}, expected {WORKER_PID}")
 
     def stderr_tail(self) -> str:
         """The end of what the worker wrote to stderr."""

@@ -18,6 +18,10 @@ Denied with EPERM (the program sees `PermissionError`):
   `kexec_*`, `open_by_handle_at`);
 - permission changes (`chmod` family, `chown` family): the /dev nodes the
   sandbox binds are the host's;
+- signals to the sandbox's init (pid 1) and to the worker (pid 2, also its
+  process group) or to every process (`kill(-1)`), by any route (`kill`,
+  `tkill`, `tgkill`, `rt_sigqueueinfo`, `rt_tgsigqueueinfo`, `pidfd_open`):
+  a program may not take its worker down (which would cost a restart);
 - without `forks`: every new process (`fork`, `vfork`, `clone` without
   CLONE_THREAD); threads still work.
 `clone3` answers ENOSYS (its flags sit behind a pointer the filter cannot
@@ -41,6 +45,8 @@ _DENY = ("socket", "socketpair", "unshare", "setns", "mount", "umount2", "pivot_
          "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
          "open_by_handle_at", "name_to_handle_at", "acct", "swapon", "swapoff", "reboot",
          "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat")
+WORKER_PID = 2  # the worker's pid in the sandbox's PID namespace (bwrap's init is 1)
+PROTECTED_PIDS = (1, WORKER_PID, -1, -WORKER_PID)  # as signal targets (negative: groups / all)
 _CLONE_THREAD = 0x00010000
 _CLONE_NEW = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000
               | 0x40000000 | 0x00000080)  # NS, CGROUP, UTS, IPC, USER, PID, NET, TIME
@@ -66,6 +72,9 @@ def seccomp_program(forks: bool) -> Tuple[Optional[bytes], str]:
         # clone's flags are its first argument on x86-64 and arm64.
         for bit in _bits(_CLONE_NEW):
             f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, bit, bit))
+        for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open"):
+            for pid in PROTECTED_PIDS:
+                f.add_rule(eperm, name, sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, pid & 0xFFFFFFFF))
         if not forks:
             for name in ("fork", "vfork"):
                 f.add_rule(eperm, name)

@@ -29,8 +29,8 @@ POISON = ("import rstar_jax.execution.observation as o\n"
           "print(1)")
 
 
-def _obs(pool, codes):
-    return [r.observation for r in pool.run(codes)]
+def _obs(pool, codes, timeout_s=None):
+    return [r.observation for r in pool.run(codes, timeout_s=timeout_s)]
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     with open(victim, "w") as f:
         f.write("keep me")
     sys.path.append(home)  # an import path: the sandbox shows it, read-only
-    cfg = ExecutorConfig(num_workers=1, timeout_s=5.0, memory_limit_mb=1024, preload_grading=False,
+    cfg = ExecutorConfig(num_workers=1, timeout_s=20.0, memory_limit_mb=1024, preload_grading=False,
                          prefix_snapshots=2)
     with ExecutorPool(cfg) as pool:
         out["forks"] = pool.forks
@@ -53,6 +53,7 @@ def main() -> None:
             f"import os\nos.remove({victim!r})",
             f"import shutil\nshutil.rmtree({home!r})"])
         out["f1_victim"] = os.path.exists(victim)
+        out["f1_restarts"] = pool.stats().get("worker_restarts", 0)
         out["f1_serving"] = _obs(pool, ["print(6 * 7)"])[0]
         # 2: valid step code sees the whole standard library and the math stack.
         mods = STDLIB + (["scipy"] if _installed("scipy") else [])
@@ -66,7 +67,7 @@ def main() -> None:
             "for t in ts: t.start()\nfor t in ts: t.join()\nprint(len(ok))",
             "import os, time\nkids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
             "        x = bytearray(300 * 2**20)\n        time.sleep(3)\n        os._exit(0)\n    kids.append(pid)\n"
-            "print(len(kids))"])
+            "print(len(kids))"], timeout_s=60.0)  # slow to map under load, never endless
         # 4a/4b: a forged frame or a patched truncate cannot enlarge the observation.
         out["f4"] = _obs(pool, [
             FIND_PIPE + "os.write(fd, b'0 700000 0\\n' + b'x' * 700000)\nos._exit(0)",

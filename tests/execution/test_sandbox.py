@@ -41,6 +41,8 @@ def seen(request):
 def test_finding1_programs_cannot_harm_their_owner(seen):
     # Killing every visible process and deleting the user's files fails; the owner lives on.
     assert seen["alive"] and seen["f1_victim"]
+    assert seen["f1"][0] == "PermissionError: [Errno 1] Operation not permitted"  # not even the worker
+    assert seen["f1_restarts"] == 0
     assert all(o for o in seen["f1"][1:]) and "Read-only file system" in seen["f1"][1]
     assert seen["f1_serving"] == "42"
 
