@@ -13,6 +13,7 @@ Denied with EPERM (the program sees `PermissionError`):
 - namespaces and mounts (`unshare`, `setns`, `clone` with a CLONE_NEW* flag,
   `mount` and the new mount API, `pivot_root`, `chroot`);
 - `ptrace`, `process_vm_readv/writev`, `kcmp`, `pidfd_getfd`;
+- io_uring (it can open sockets without the `socket` syscall);
 - kernel surfaces a program never needs (`bpf`, `perf_event_open`,
   `userfaultfd`, `keyctl`, `add_key`, `request_key`, module loading,
   `kexec_*`, `open_by_handle_at`);
@@ -44,6 +45,7 @@ _DENY = ("socket", "socketpair", "unshare", "setns", "mount", "umount2", "pivot_
          "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
          "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
          "open_by_handle_at", "name_to_handle_at", "acct", "swapon", "swapoff", "reboot",
+         "io_uring_setup", "io_uring_enter", "io_uring_register",
          "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat")
 WORKER_PID = 2  # the worker's pid in the sandbox's PID namespace (bwrap's init is 1)
 PROTECTED_PIDS = (1, WORKER_PID, -1, -WORKER_PID)  # as signal targets (negative: groups / all)

@@ -97,6 +97,14 @@ def main() -> None:
             "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
             "import os\nprint(' '.join(open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') "
             "if p.isdigit()))"])
+        raw = "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nbuf = ctypes.create_string_buffer(128)\n"
+        out["f5_raw"] = _obs(pool, [raw + f"print(libc.syscall({call}), ctypes.get_errno())" for call in (
+            "41, 1, 1, 0",  # socket(AF_UNIX, SOCK_STREAM) without the library
+            "425, 8, buf",  # io_uring_setup (can open sockets itself)
+            "56, 0x10000000 | 17, 0, 0, 0, 0",  # clone(CLONE_NEWUSER | SIGCHLD)
+            "101, 16, 2, 0, 0",  # ptrace(PTRACE_ATTACH, the worker)
+            "165, 0, buf, 0, 0, 0",  # mount
+        )])
         try:
             server.accept()
             out["f5_accepted"] = True

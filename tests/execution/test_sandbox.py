@@ -70,6 +70,7 @@ def test_finding5_nothing_outside_the_sandbox_is_reachable(seen):
     sock, unshare, host_file, passwd, pids, cmdlines = seen["f5"]
     assert sock == "PermissionError: [Errno 1] Operation not permitted" and not seen["f5_accepted"]
     assert unshare == "-1 1"  # EPERM
+    assert seen["f5_raw"] == ["-1 1"] * 5, seen["f5_raw"]  # raw syscalls: socket, io_uring, clone, ptrace, mount
     assert host_file.startswith("FileNotFoundError") and passwd.startswith("FileNotFoundError")
     assert len(json.loads(pids)) < 10 and seen["f5_own_pid"] not in json.loads(pids)
     assert "findings_probe" not in cmdlines and "pytest" not in cmdlines
