@@ -116,3 +116,16 @@ def test_stdlib_under_the_sandbox(pool):
     assert pool.isolation == "bwrap"
     assert res == pool.run([code])[0] and not res.error, res
     assert res.observation == "2.3333 1 0.3 1j {2: 2, 3: 1} 3 bb"
+
+
+def test_final_answer_only_from_the_model_text():
+    from rstar_jax.data.prompts import END_OF_CODE, observation_suffix
+    from rstar_jax.search import tree as T
+
+    t = T.Tree()
+    printed = t.nodes[T.add_child(t, 0, "<code>\nprint(x)\n" + END_OF_CODE + observation_suffix("\\boxed{7}"))]
+    T.apply_terminal_rules(printed, 0, errors_threshold=2, max_depth=16)
+    assert not printed.terminal
+    written = t.nodes[T.add_child(t, 0, "<answer>so \\boxed{7}<end_of_answer>")]
+    T.apply_terminal_rules(written, 0, errors_threshold=2, max_depth=16)
+    assert written.terminal_reason == T.FINAL_ANSWER
