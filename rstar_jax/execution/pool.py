@@ -19,15 +19,20 @@ Architecture (why each piece exists):
 - `submit(programs)` is asynchronous (the MCTS driver overlaps execution with
   device work) and returns a future; identical programs are deduplicated
   within and between in-flight batches, and finished results are kept in a
-  bounded LRU cache. The key is comment-insensitive: the `ast.dump` of the
-  program (no line numbers), hashed; a program that does not parse is keyed
-  by its text. Timeouts and crashes of the machinery are not cached.
+  bounded LRU cache. The key is the program's exact text, hashed (a comment
+  can change the output through line numbers). Timeouts and crashes of the
+  machinery are not cached.
+- Isolation: every worker runs inside the kernel sandbox of `isolation.py`;
+  without one the pool refuses to start unless
+  `ExecutorConfig.allow_unsandboxed`. Nothing a worker reports is trusted:
+  each observation is type-checked and truncated here again.
 
 Line protocol with a worker (JSON lines): first line to the worker is its
-static config; it answers `{"ready": true, "pid", "isolation"}`. Then per
-program: `{"id", "code", "timeout_s"}` in; `{"id", "pid"}` (the child, so we
-can kill its group if the worker dies) and `{"id", "observation", "error",
-"timed_out", "crashed"}` out.
+static config; it answers `{"ready": true, "pid"}`. Then per program:
+`{"id", "code", "timeout_s", "chain", "keep"}` in; `{"id", "pid"}` (the
+child, so an unsandboxed pool can kill its group if the worker dies; in the
+sandbox it is a pid of the sandbox's namespace and killing bwrap ends them
+all) and `{"id", "observation", "error", "timed_out", "crashed"}` out.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -50,14 +56,18 @@ from typing import Dict, List, Optional, Sequence
 
 from rstar_jax.config.loader import check_section, check_value
 from rstar_jax.config.schema import ExecutorConfig
+from rstar_jax.execution import isolation as iso
+from rstar_jax.execution.observation import truncate
 from rstar_jax.execution.screen import screen, screening_is_exact
+from rstar_jax.execution.seccomp import WORKER_PID, seccomp_program
+from rstar_jax.execution.snapshot_policy import may_snapshot
 from rstar_jax.execution.types import ExecResult
 
 logger = logging.getLogger(__name__)
 
 _GRACE_S = 10.0  # outer deadline slack over the program timeout (worker overhead)
 _START_TIMEOUT_S = 120.0
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_STDERR_TAIL = 2000  # characters of a failed worker's stderr quoted in the error
 
 
 def _digest(text: str) -> str:
@@ -67,10 +77,10 @@ def _digest(text: str) -> str:
 def program_chain(code: str) -> List[str]:
     """Cumulative keys of a program's top-level statements: `[k(s1), k(s1;s2), ...]`.
 
-    Each is a hash of the statements' `ast.dump`s (comment- and layout-
-    insensitive). They name the states a worker may keep as snapshots, and
-    the last one is the program's cache key. Empty for a program that does
-    not parse (or has no statement).
+    Each is a hash of the statements' `ast.dump`s with their positions (line
+    and column numbers: a program can observe them, finding 6), so a
+    comment may change them. They name the states a worker may keep as
+    snapshots. Empty for a program that does not parse (or has no statement).
     """
     try:
         body = ast.parse(code).body
@@ -78,17 +88,18 @@ def program_chain(code: str) -> List[str]:
         return []
     chain, key = [], ""
     for stmt in body:
-        key = _digest(key + ast.dump(stmt))
+        key = _digest(key + ast.dump(stmt, include_attributes=True))
         chain.append(key)
     return chain
 
 
-def program_key(code: str, chain: Optional[List[str]] = None) -> str:
-    """Comment- and layout-insensitive cache key of a program."""
-    chain = program_chain(code) if chain is None else chain
-    if chain:
-        return chain[-1]
-    return _digest("\x00raw\x00" + code)
+def program_key(code: str) -> str:
+    """Cache key of a program: a hash of its exact text.
+
+    Anything in the text can change what the program prints (a comment
+    shifts `f_lineno`, finding 6), so nothing is normalised away.
+    """
+    return _digest(code)
 
 
 class BatchFuture:
@@ -122,35 +133,56 @@ class BatchFuture:
 
 
 class _Worker:
-    """One warm worker process and the pipe protocol to it."""
+    """One warm worker process (inside its sandbox) and the pipe protocol to it."""
 
-    def __init__(self, cfg: ExecutorConfig, index: int):
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": _REPO_ROOT,
+    def __init__(self, cfg: ExecutorConfig, index: int, sandbox: Optional[iso.Isolation]):
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONPATH": os.pathsep.join(iso.import_paths()),
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        argv = [sys.executable, "-m", "rstar_jax.execution.worker"]
+        self.sandboxed = sandbox is not None
+        if sandbox is not None:
+            argv = iso.bwrap_args(sandbox.bwrap, cfg.tmp_size_mb, env) + argv
+        # The worker's stderr goes to a file we read when it fails to start, so
+        # the error says why (finding 8); a file, not a pipe, so it never blocks.
+        self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rstar_jax.execution.worker"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/", start_new_session=True)
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+            cwd="/", start_new_session=True)
         self._buf = b""
         self.child_pid: Optional[int] = None
-        uid = None
-        if os.geteuid() == 0 and cfg.drop_privileges:
-            uid = cfg.sandbox_uid_base + index
         preload = list(cfg.preload_modules) + (["rstar_jax.execution.grading", "math_verify"]
                                                if cfg.preload_grading else [])
+        forks = sandbox is None or sandbox.forks
+        bpf = seccomp_program(forks)[0] if sandbox is not None else None
         static = {"no_network": cfg.no_network, "preload_modules": preload,
                   "memory_limit_mb": cfg.memory_limit_mb, "cpu_limit_s": cfg.cpu_limit_s,
                   "file_size_limit_mb": cfg.file_size_limit_mb, "max_processes": cfg.max_processes,
                   "max_output_chars": cfg.max_output_chars, "observation_chars": cfg.observation_chars,
-                  "sandbox_uid": uid, "tmp_size_mb": cfg.tmp_size_mb,
-                  "prefix_snapshots": cfg.prefix_snapshots}
-        self.send(static)
+                  "seccomp": bpf.hex() if bpf else None,
+                  "prefix_snapshots": cfg.prefix_snapshots if forks else 0}
+        try:
+            self.send(static)
+        except OSError:
+            pass
         hello = self.recv(time.monotonic() + _START_TIMEOUT_S)
         if not hello or not hello.get("ready"):
+            self.kill()  # first, so everything it wrote is in the file
+            raise RuntimeError("executor worker failed to start: " + (self._tail or "no error output"))
+        if sandbox is not None and hello.get("pid") != WORKER_PID:  # the pid seccomp protects
             self.kill()
-            raise RuntimeError("executor worker failed to start")
-        self.isolation = hello.get("isolation", "none")
-        self.filesystem = hello.get("filesystem", "shared-tmp")
+            raise RuntimeError(f"sandboxed worker has pid {hello.get('pid')}, expected {WORKER_PID}")
+
+    def stderr_tail(self) -> str:
+        """The end of what the worker wrote to stderr."""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - 4 * _STDERR_TAIL))
+            return self._stderr.read().decode("utf-8", "replace").strip()[-_STDERR_TAIL:]
+        except (OSError, ValueError):
+            return ""
 
     def send(self, obj: dict) -> None:
         self.proc.stdin.write((json.dumps(obj) + "\n").encode())
@@ -176,12 +208,16 @@ class _Worker:
         except ValueError:
             return None
 
-    def execute(self, task_id: int, code: str, timeout_s: float, chain: List[str]) -> Optional[dict]:
-        """Runs one program; None when the worker died or stopped answering."""
+    def execute(self, task_id: int, code: str, timeout_s: float, chain: List[str],
+                keep: bool = False) -> Optional[dict]:
+        """Runs one program; None when the worker died or stopped answering.
+
+        `keep`: the program may stay alive as a snapshot (`snapshot_policy`).
+        """
         deadline = time.monotonic() + timeout_s + _GRACE_S
         self.child_pid = None
         try:
-            self.send({"id": task_id, "code": code, "timeout_s": timeout_s, "chain": chain})
+            self.send({"id": task_id, "code": code, "timeout_s": timeout_s, "chain": chain, "keep": keep})
         except (BrokenPipeError, OSError):
             return None
         while True:
@@ -198,8 +234,13 @@ class _Worker:
         return self.proc.poll() is None
 
     def kill(self) -> None:
-        """Kills the worker's group and its current child's group; reaps the worker."""
-        for pgid in (self.child_pid, self.proc.pid):
+        """Kills the worker's group and its current child's group; reaps the worker.
+
+        In the sandbox, killing bwrap (the group leader) ends its PID namespace
+        and so every program; the child's pid is then one of that namespace,
+        meaningless here, and not used.
+        """
+        for pgid in ((None if self.sandboxed else self.child_pid), self.proc.pid):
             if pgid:
                 try:
                     os.killpg(pgid, signal.SIGKILL)
@@ -213,7 +254,8 @@ class _Worker:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             logger.error("executor worker %d did not die", self.proc.pid)
-        for stream in (self.proc.stdin, self.proc.stdout):
+        self._tail = self.stderr_tail()
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
             try:
                 stream.close()
             except OSError:
@@ -253,23 +295,35 @@ class ExecutorPool:
         self._closed = False
         self._next_id = 0
         self._screening = bool(self.cfg.screen_programs) and screening_is_exact()
+        found = iso.probe()
+        if not found.ok and not self.cfg.allow_unsandboxed:
+            raise RuntimeError(f"refusing to run model code without a sandbox: {found.problem}. "
+                               "Set executor.allow_unsandboxed=true to run it unisolated anyway.")
+        if not found.ok:
+            logger.warning("executor running UNSANDBOXED (executor.allow_unsandboxed): %s", found.problem)
+        self._sandbox = found if found.ok else None
+        if self._sandbox is not None and not found.forks and self.cfg.prefix_snapshots > 0:
+            logger.warning("prefix snapshots off: programs may not fork here (%s)", found.cgroup)
         n = max(1, int(self.cfg.num_workers))
         self._local = [collections.deque() for _ in range(n)]
-        starters = [threading.Thread(target=self._start_slot, args=(i,)) for i in range(n)]
+        self._start_errors: List[str] = []
+        # Each worker is started (and restarted) by its own dispatcher thread,
+        # which lives as long as the pool: the sandbox dies with the thread
+        # that created it (bwrap --die-with-parent uses PR_SET_PDEATHSIG).
         self._workers: List[Optional[_Worker]] = [None] * n
-        for t in starters:
-            t.start()
-        for t in starters:
-            t.join()
-        if any(w is None for w in self._workers):
-            self.close()
-            raise RuntimeError("could not start the executor workers")
-        self.isolation = self._workers[0].isolation  # network: netns | userns+netns | audit-hook | none
-        self.filesystem = self._workers[0].filesystem  # private-tmp | shared-tmp
+        self._ready = [threading.Event() for _ in range(n)]
         self._threads = [threading.Thread(target=self._serve, args=(i,), daemon=True,
                                           name=f"executor-{i}") for i in range(n)]
         for t in self._threads:
             t.start()
+        for e in self._ready:
+            e.wait()
+        if any(w is None for w in self._workers):
+            self.close()
+            raise RuntimeError("could not start the executor workers: " + self._start_errors[0])
+        self.isolation = "bwrap" if self._sandbox is not None else "none"
+        self.filesystem = "private-tmp" if self._sandbox is not None else "shared-tmp"
+        self.forks = self._sandbox is None or self._sandbox.forks  # may programs fork?
         _OPEN.add(self)
         logger.info("executor pool: %d workers, network isolation %s", n, self.isolation)
 
@@ -290,7 +344,7 @@ class ExecutorPool:
         items = []
         for code in programs:  # parsing and hashing need no lock
             chain = program_chain(str(code))
-            items.append((program_key(str(code), chain) + f"/{timeout:g}", str(code), chain))
+            items.append((program_key(str(code)) + f"/{timeout:g}", str(code), chain))
         ready, fresh = [], []
         with self._lock:
             for i, (key, code, chain) in enumerate(items):
@@ -370,8 +424,9 @@ class ExecutorPool:
 
     def _start_slot(self, index: int) -> None:
         try:
-            self._workers[index] = _Worker(self.cfg, index)
+            self._workers[index] = _Worker(self.cfg, index, self._sandbox)
         except Exception as e:  # noqa: BLE001
+            self._start_errors.append(str(e))
             logger.error("executor worker %d failed to start: %s", index, e)
 
     def _enqueue(self, item) -> None:
@@ -405,7 +460,11 @@ class ExecutorPool:
                 self._work.wait()
 
     def _serve(self, index: int) -> None:
-        """Dispatcher loop for one worker slot."""
+        """Starts worker `index`, then runs its dispatcher loop."""
+        self._start_slot(index)
+        self._ready[index].set()
+        if self._workers[index] is None:
+            return
         while True:
             item = self._take(index)
             if item is None:
@@ -415,12 +474,13 @@ class ExecutorPool:
                 self._next_id += 1
                 task_id = self._next_id
             msg = None
+            keep = bool(chain) and self.cfg.prefix_snapshots > 0 and may_snapshot(code)
             for _attempt in range(2):
                 worker = self._workers[index]
                 if worker is None or not worker.alive():  # died while idle: not this program's fault
                     self._replace(index)
                     worker = self._workers[index]
-                msg = worker.execute(task_id, code, timeout, chain) if worker is not None else None
+                msg = worker.execute(task_id, code, timeout, chain, keep) if worker is not None else None
                 if msg is not None or worker is None or worker.child_pid is not None:
                     break
                 self._replace(index)  # it died before starting the program: run it on a new one
@@ -429,12 +489,19 @@ class ExecutorPool:
                 self._finish(key, ExecResult(_FAILED, error=True), False)
                 self._replace(index)
                 continue
-            result = ExecResult(str(msg.get("observation", "")), bool(msg.get("error", True)),
-                                bool(msg.get("timed_out", False)))
+            result = self._result(msg)
             if msg.get("snapshot") and chain:
                 self._remember_owner(chain[-1], index)
             self._count("resumed", bool(msg.get("resumed")))
             self._finish(key, result, cacheable=not (result.timed_out or msg.get("crashed")))
+
+    def _result(self, msg: dict) -> ExecResult:
+        """The worker's answer, checked and truncated here (finding 4: trust nothing)."""
+        obs = msg.get("observation")
+        if not isinstance(obs, str):
+            return ExecResult("RuntimeError: malformed result from the executor worker", error=True)
+        return ExecResult(truncate(obs, self.cfg.observation_chars), msg.get("error") is not False,
+                          msg.get("timed_out") is True)
 
     def _remember_owner(self, state_key: str, index: int) -> None:
         with self._lock:
@@ -460,7 +527,7 @@ class ExecutorPool:
             return
         for attempt in range(3):
             try:
-                self._workers[index] = _Worker(self.cfg, index)
+                self._workers[index] = _Worker(self.cfg, index, self._sandbox)
                 return
             except Exception as e:  # noqa: BLE001
                 logger.error("executor worker %d restart %d failed: %s", index, attempt, e)

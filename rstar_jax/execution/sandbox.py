@@ -1,27 +1,23 @@
 """The sandboxed child that runs one program (forked by a warm worker).
 
-Each child:
+The worker itself runs inside the kernel sandbox built by `isolation.py`
+(user, mount, PID, network namespaces). Each child additionally:
 - starts a new session, so the worker can kill its whole process group;
 - dies with the worker (PR_SET_PDEATHSIG);
 - closes every inherited descriptor, reads /dev/null, writes /dev/null;
 - works in a private temporary directory (removed afterwards) with a minimal
   environment and fresh random seeds;
 - runs under rlimits (address space, CPU, file size, process count, open
-  files, no core dumps), and, when the worker runs as root, under an unused
-  uid of its own per worker (`ExecutorConfig.sandbox_uid_base` + worker
-  index), so it can signal neither the worker nor other programs, cannot
-  write outside its directory, and RLIMIT_NPROC (per uid) applies;
+  files, no core dumps) and, last, the seccomp filter of `seccomp.py` (no
+  sockets, namespaces, mounts, ptrace; no fork unless the whole tree is
+  bounded by a cgroup);
 - runs the program (`observation.ProgramState`) and writes one framed
   result to a pipe, then `_exit`s, taking any threads with it; or, when
   prefix snapshots are on and resuming it would be exact, stays alive as a
   snapshot serving extensions of its program (`_serve_snapshot`).
 
-The worker itself is isolated once at start: `isolate_network` (an empty
-network namespace, as root or through an unprivileged user namespace; else
-children install an audit hook refusing non-Unix sockets, which stops
-Python-level networking only: ctypes could bypass it) and
-`isolate_filesystem` (as root: private tmpfs over the world-writable
-directories).
+Nothing the child writes is trusted: the worker and then the pool bound
+and truncate what it reports (issue 18, finding 4).
 """
 
 from __future__ import annotations
@@ -37,97 +33,12 @@ import tempfile
 import time
 
 from rstar_jax.execution.observation import ProgramState
+from rstar_jax.execution.seccomp import install
 
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _write_file(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def isolate_network() -> str:
-    """Moves this process into an empty network namespace; returns the mode."""
-    if _libc.unshare(_CLONE_NEWNET) == 0:
-        return "netns"
-    uid, gid = os.getuid(), os.getgid()
-    if _libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0:
-        try:
-            _write_file("/proc/self/setgroups", "deny")
-            _write_file("/proc/self/uid_map", f"{uid} {uid} 1")
-            _write_file("/proc/self/gid_map", f"{gid} {gid} 1")
-        except OSError:
-            pass
-        return "userns+netns"
-    return "audit-hook"
-
-
-_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 1 << 12, 1 << 14, 1 << 18
-_CLONE_NEWNS = 0x00020000
-SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-
-
-def isolate_filesystem(tmp_size_mb: int) -> str:
-    """Hides the shared world-writable directories behind private tmpfs mounts.
-
-    Needs root (a mount namespace of our own). The new mounts are root-owned
-    and mode 0755, so a program running under its dropped uid can write only
-    in its own working directory, which the worker creates inside the private
-    `/tmp`. Returns "private-tmp", or "shared-tmp" when not permitted (then a
-    program can still write to /tmp and friends, as its own uid).
-    """
-    if os.geteuid() != 0 or _libc.unshare(_CLONE_NEWNS) != 0:
-        return "shared-tmp"
-    if _libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        return "shared-tmp"
-    opts = f"mode=0755,size={int(tmp_size_mb)}m".encode()
-    for d in SHARED_WRITABLE:
-        if not os.path.isdir(d):
-            continue
-        # The interpreter, the venv or this package may live under /tmp (a
-        # clone in /tmp, say): keep those trees visible by binding them back
-        # into the fresh tmpfs through descriptors opened before it hides them.
-        keep = _needed_under(d)
-        fds = [os.open(k, os.O_PATH) for k in keep]
-        try:
-            if _libc.mount(b"tmpfs", d.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, opts) != 0:
-                return "shared-tmp"
-            for k, fd in zip(keep, fds):
-                os.makedirs(k, mode=0o755, exist_ok=True)
-                src = f"/proc/self/fd/{fd}".encode()
-                if _libc.mount(src, k.encode(), None, _MS_BIND | _MS_REC, None) != 0:
-                    return "shared-tmp"
-        finally:
-            for fd in fds:
-                os.close(fd)
-    return "private-tmp"
-
-
-def _needed_under(directory: str) -> list:
-    """Top-level entries of `directory` that hold the interpreter's prefix,
-    an import path or this package (they must stay visible to programs)."""
-    import rstar_jax
-
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(rstar_jax.__file__)))
-    paths = {sys.prefix, sys.exec_prefix, package_root, *(p for p in sys.path if p)}
-    tops = set()
-    for p in paths:
-        for cand in {os.path.abspath(p), os.path.realpath(p)}:
-            if cand.startswith(directory + os.sep):
-                top = cand[len(directory) + 1:].split(os.sep)[0]
-                tops.add(os.path.join(directory, top))
-    return sorted(t for t in tops if os.path.isdir(t))
-
-
-def _block_sockets(event: str, args) -> None:
-    if event == "socket.__new__" and len(args) > 1 and args[1] != 1:  # AF_UNIX == 1
-        raise PermissionError("network access is disabled in the sandbox")
-    if event in ("socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo"):
-        raise PermissionError("network access is disabled in the sandbox")
 
 
 def _reseed() -> None:
@@ -167,7 +78,7 @@ def _enter_workdir(workdir: str) -> None:
     tempfile.tempdir = workdir
 
 
-def run_child(task: dict, workdir: str, wfd: int, cmd_fd: int, network: str) -> None:
+def run_child(task: dict, workdir: str, wfd: int, cmd_fd: int) -> None:
     """Runs in the forked child; never returns."""
     try:
         os.setsid()
@@ -189,13 +100,9 @@ def run_child(task: dict, workdir: str, wfd: int, cmd_fd: int, network: str) -> 
         _enter_workdir(workdir)
         _reseed()
         _set_limits(task)
-        uid = task.get("sandbox_uid")
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        if network == "audit-hook" and task.get("no_network", True):
-            sys.addaudithook(_block_sockets)
+        bpf = task.get("seccomp")
+        if bpf:
+            install(bytes.fromhex(bpf))  # last: the machinery above needs nothing it denies
         state = ProgramState(int(task["max_output_chars"]))
         _run_and_report(state, task, 0, workdir, wfd, cmd_fd)
     except BaseException:  # noqa: BLE001  (nothing may escape a child)
@@ -223,7 +130,7 @@ def _run_and_report(state: ProgramState, task: dict, skip: int, workdir: str, wf
     obs, err = state.run(task["code"], skip=skip, observation_chars=int(task["observation_chars"]))
     if os.getpid() != me:  # a process the program forked: only the child itself reports
         os._exit(0)
-    keep = cmd_fd >= 0 and not err and _may_snapshot(state, workdir)
+    keep = cmd_fd >= 0 and task.get("keep") is True and not err and _may_snapshot(state, workdir)
     # Framed without json or builtins, which the program may have replaced.
     payload = obs.encode("utf-8", "surrogatepass")
     view = memoryview(b"%d %d %d\n" % (1 if err else 0, len(payload), 1 if keep else 0) + payload)

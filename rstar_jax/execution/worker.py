@@ -2,8 +2,9 @@
 
 Started by `ExecutorPool` as a fresh interpreter (spawn semantics: never a
 fork of a process that may hold JAX threads) with a minimal environment, so
-no secret of the parent is in its environment or `/proc/<pid>/environ`. It
-isolates itself (network namespace, private /tmp: see sandbox.py), imports
+no secret of the parent is in its environment or `/proc/<pid>/environ`,
+inside the kernel sandbox of `isolation.py`. It makes itself non-dumpable
+(so no program can read its memory or descriptors through /proc), imports
 the heavy modules (numpy, sympy, ...) once, then serves programs read as
 JSON lines on stdin, answering on stdout.
 
@@ -34,12 +35,12 @@ import sys
 import tempfile
 import time
 
+from rstar_jax.execution.observation import truncate
 from rstar_jax.execution.sandbox import (
     _PR_SET_CHILD_SUBREAPER,
+    _PR_SET_DUMPABLE,
     _libc,
     _reseed,
-    isolate_filesystem,
-    isolate_network,
     run_child,
 )
 
@@ -88,69 +89,100 @@ def _describe_status(status: int, timeout: float, timed_out: bool) -> str:
     return f"SystemExit: {os.WEXITSTATUS(status)}"
 
 
-def _parse_frame(frame: bytes):
-    """`b"{err} {n} {kept}\\n" + n bytes of UTF-8` -> result dict, or None if malformed."""
-    head, sep, body = frame.partition(b"\n")
-    try:
-        err, n, kept = head.split(b" ")
-        if not sep or err not in (b"0", b"1") or int(n) != len(body):
+class _Frame:
+    """The child's result frame, `b"{err} {n} {kept}\\n"` + n bytes of UTF-8, read from its pipe.
+
+    The program holds the pipe and may write to it itself, so nothing in the
+    frame is trusted and memory stays bounded: only the first and the last
+    `cap` bytes of the body are kept (all that truncation needs), nothing
+    past the announced length is read, and the observation is truncated
+    here (and again by the pool) whatever the frame claims.
+    """
+
+    def __init__(self, cap: int):
+        self.cap, self.n, self.bad, self.size = cap, None, False, 0
+        self.line, self.head, self.tail = b"", bytearray(), bytearray()
+        self.err = self.kept = False
+
+    def feed(self, data: bytes) -> None:
+        if self.n is None:
+            self.line += data
+            if b"\n" not in self.line:
+                self.bad = len(self.line) > 64
+                return
+            line, data = self.line.split(b"\n", 1)
+            try:
+                err, n, kept = line.split(b" ")
+                self.n = int(n)
+                if err not in (b"0", b"1") or kept not in (b"0", b"1") or self.n < 0:
+                    raise ValueError(line)
+            except ValueError:
+                self.bad, self.n = True, None
+                return
+            self.err, self.kept = err == b"1", kept == b"1"
+        data = data[: max(0, self.n - self.size)]
+        self.size += len(data)
+        if len(self.head) < self.cap:
+            self.head += data[: self.cap - len(self.head)]
+        self.tail += data[-self.cap:]
+        del self.tail[: max(0, len(self.tail) - self.cap)]
+
+    def done(self) -> bool:
+        return self.bad or (self.n is not None and self.size >= self.n)
+
+    def result(self, chars: int):
+        """The result dict, or None when the frame is malformed or incomplete."""
+        if self.bad or self.n is None or self.size != self.n:
             return None
-        return {"observation": body.decode("utf-8", "replace"), "error": err == b"1",
-                "snapshot": kept == b"1"}
-    except ValueError:
-        return None
+        text = self.head.decode("utf-8", "replace")
+        if self.size > self.cap:  # the middle is gone; head and tail hold both ends
+            text += self.tail.decode("utf-8", "replace")
+        return {"observation": truncate(text, chars), "error": self.err, "snapshot": self.kept}
 
 
-def _frame_complete(frame: bytes) -> bool:
-    head, sep, body = frame.partition(b"\n")
-    if not sep:
-        return False
-    try:
-        return len(body) >= int(head.split(b" ")[1])
-    except (ValueError, IndexError):
-        return True  # garbage: stop reading, it will not parse
+def _frame_cap(chars: int) -> int:
+    """Bytes kept at each end of a frame: a truncated observation, 4 UTF-8 bytes a character."""
+    return 4 * (chars + 3)
 
 
-def _await_result(pid: int, rfd: int, deadline: float, first: bytes = b""):
+def _await_result(pid: int, rfd: int, deadline: float, frame: _Frame, first: bytes = b""):
     """Reads the child's frame until it is complete, the child exits, or the deadline.
 
     Waits on the result pipe and on a pidfd of the child together, so neither
     a crash without a result nor a grandchild holding the pipe open (which
-    would delay EOF) costs extra time. Returns (frame bytes, timed_out).
+    would delay EOF) costs extra time. Returns timed_out.
     """
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None
-    chunks, size = ([first] if first else []), len(first)
     try:
-        if first and _frame_complete(first):
-            return first, False
-        while True:
+        if first:
+            frame.feed(first)
+        while not frame.done():
             left = deadline - time.monotonic()
             if left <= 0:
-                return b"".join(chunks), True
+                return True
             fds = [rfd] + ([pidfd] if pidfd is not None else [])
             ready, _, _ = select.select(fds, [], [], left if pidfd is not None else min(left, 0.01))
             if rfd in ready:
                 data = os.read(rfd, 65536)
-                if data and size < _RESULT_CAP:
-                    chunks.append(data)
-                    size += len(data)
-                if not data or _frame_complete(b"".join(chunks)):
-                    return b"".join(chunks), False
+                if not data:
+                    return False
+                frame.feed(data)
                 continue
             if pidfd is not None:
                 exited = pidfd in ready
             else:  # peek without reaping: the caller reaps and reads the status
                 exited = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
             if exited:
-                while select.select([rfd], [], [], 0)[0]:  # drain what it wrote before dying
+                while not frame.done() and select.select([rfd], [], [], 0)[0]:  # what it wrote before dying
                     data = os.read(rfd, 65536)
                     if not data:
                         break
-                    chunks.append(data)
-                return b"".join(chunks), False
+                    frame.feed(data)
+                return False
+        return False
     finally:
         if pidfd is not None:
             os.close(pidfd)
@@ -175,14 +207,11 @@ class _Snapshot:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_RESULT_CAP = 1 << 20
-
-
 class Worker:
     """Runs tasks one at a time, keeping up to `prefix_snapshots` snapshots."""
 
-    def __init__(self, network: str, base_tmp: str, send, max_snapshots: int):
-        self.network, self.base_tmp, self.send = network, base_tmp, send
+    def __init__(self, base_tmp: str, send, max_snapshots: int):
+        self.base_tmp, self.send = base_tmp, send
         self.max_snapshots = max_snapshots
         self.snapshots: collections.OrderedDict[str, _Snapshot] = collections.OrderedDict()
 
@@ -192,8 +221,6 @@ class Worker:
 
     def _workdir(self, task: dict) -> str:
         workdir = tempfile.mkdtemp(prefix="p", dir=self.base_tmp)
-        if task.get("sandbox_uid") is not None:
-            os.chown(workdir, task["sandbox_uid"], task["sandbox_uid"])
         os.chmod(workdir, 0o700)
         return workdir
 
@@ -209,6 +236,7 @@ class Worker:
         snap = self.snapshots[key]
         self.snapshots.move_to_end(key)
         cmd = {"code": task["code"], "skip": skip, "workdir": workdir, "worker": os.getpid(),
+               "keep": bool(task.get("keep")),
                "observation_chars": task["observation_chars"]}
         try:
             socket.send_fds(snap.sock, [json.dumps(cmd).encode()], [wfd, cmd_end.fileno()])
@@ -257,7 +285,7 @@ class Worker:
             pid = os.fork()
             if pid == 0:
                 os.close(rfd)
-                run_child(task, workdir, wfd, theirs.fileno() if theirs else -1, self.network)
+                run_child(task, workdir, wfd, theirs.fileno() if theirs else -1)
             os.close(wfd)
             if theirs is not None:
                 theirs.close()
@@ -269,11 +297,12 @@ class Worker:
 
     def _collect(self, task, pid, rfd, first, deadline, workdir, mine, chain, skip) -> dict:
         timeout = float(task["timeout_s"])
-        frame, timed_out, status, kept, parsed = b"", False, None, False, None
+        chars = int(task["observation_chars"])
+        frame, timed_out, status, kept, parsed = _Frame(_frame_cap(chars)), False, None, False, None
         try:
-            frame, timed_out = _await_result(pid, rfd, deadline, first)
-            parsed = None if timed_out else _parse_frame(frame)
-            kept = bool(parsed and parsed["snapshot"] and mine is not None)
+            timed_out = _await_result(pid, rfd, deadline, frame, first)
+            parsed = None if timed_out else frame.result(chars)
+            kept = bool(parsed and parsed["snapshot"] and mine is not None and task.get("keep") is True)
         finally:
             os.close(rfd)
             if kept:
@@ -289,7 +318,7 @@ class Worker:
             _reap_all(self._kept())
         result = parsed if kept else None
         if not kept and not timed_out and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-            result = _parse_frame(frame)
+            result = parsed
         if result is None:
             obs = _describe_status(status, timeout, timed_out)
             result = {"observation": obs[: int(task["observation_chars"])], "error": True,
@@ -351,10 +380,8 @@ def _warm_up(modules) -> None:
 def main() -> int:
     """Serves tasks until stdin closes. Line protocol documented in pool.py."""
     config = json.loads(sys.stdin.readline())
-    network = isolate_network() if config.get("no_network", True) else "none"
-    filesystem = isolate_filesystem(config.get("tmp_size_mb", 256)) if config.get("sandbox_uid") is not None \
-        else "shared-tmp"
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     _warm_up(config.get("preload_modules", []))
     base_tmp = tempfile.mkdtemp(prefix="rstar_exec_")
     os.chmod(base_tmp, 0o711)
@@ -364,8 +391,8 @@ def main() -> int:
         out.write(json.dumps(obj) + "\n")
         out.flush()
 
-    send({"ready": True, "pid": os.getpid(), "isolation": network, "filesystem": filesystem})
-    worker = Worker(network, base_tmp, send, int(config.get("prefix_snapshots", 0)))
+    send({"ready": True, "pid": os.getpid()})
+    worker = Worker(base_tmp, send, int(config.get("prefix_snapshots", 0)))
     try:
         for line in sys.stdin:
             task = {**config, **json.loads(line)}

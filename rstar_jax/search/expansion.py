@@ -195,7 +195,7 @@ class Expander:
                                        errors_threshold=self.cfg.errors_threshold,
                                        max_depth=self.cfg.max_depth, complete=ok)
                 if child.terminal_reason == T.FINAL_ANSWER:
-                    child.final_answer = self.hooks.extract_answer(child.text)
+                    child.final_answer = self.hooks.extract_answer(text)  # the step text, not its output
                     golds = gold_values(job.problem.answer)
                     if golds:
                         child.correct = child.final_answer is not None and any(

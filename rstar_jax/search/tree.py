@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
-from rstar_jax.data.prompts import END_OF_ANSWER
+from rstar_jax.data.prompts import END_OF_ANSWER, OUTPUT
 
 # Terminal reasons (the strings stored in tree files).
 FINAL_ANSWER = "final answer"
@@ -223,7 +223,8 @@ def apply_terminal_rules(
 ) -> None:
     """Marks `node` terminal (or not) from its text, observation and depth.
 
-    Order: code-error streak, final answer (text contains "boxed"), depth
+    Order: code-error streak, final answer (the text the model wrote, before
+    any appended `<output>`, contains "boxed"), depth
     beyond `max_depth`, and a step the engine cut off without a stop string.
     Local terminals get value -1 on the node itself (N=1, W=-1), never on
     its ancestors. Final answers get their value from the caller.
@@ -235,7 +236,7 @@ def apply_terminal_rules(
     reason = None
     if node.consecutive_errors >= errors_threshold and is_code_error(node.observation):
         reason = TOO_MANY_CODE_ERRORS
-    elif "boxed" in node.text:
+    elif "boxed" in node.text.split(OUTPUT, 1)[0]:  # the model's text, never the program's output
         node.terminal, node.terminal_reason = True, FINAL_ANSWER
         return
     elif node.depth > max_depth:

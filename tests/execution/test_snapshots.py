@@ -10,8 +10,18 @@ BASE = "import sympy as sp\nx = sp.Symbol('x')\nroots = sp.solve(x**2 - 2, x)\np
 
 @pytest.fixture(scope="module")
 def snap_pool():
-    cfg = ExecutorConfig(num_workers=2, timeout_s=2.0, prefix_snapshots=3, preload_grading=False)
-    with ExecutorPool(cfg) as p:
+    """Snapshots fork, so under a sandbox they need a cgroup bounding the tree;
+    where the machine has none they are off, and these tests run them in an
+    explicitly unsandboxed pool (`executor.allow_unsandboxed`)."""
+    from rstar_jax.execution import isolation
+
+    cfg = ExecutorConfig(num_workers=2, timeout_s=2.0, prefix_snapshots=3, preload_grading=False,
+                         allow_unsandboxed=True)
+    with pytest.MonkeyPatch.context() as mp:
+        if not isolation.probe().forks:
+            mp.setattr(isolation, "probe", lambda: isolation.Isolation(False, None, "n/a", False, "test"))
+        p = ExecutorPool(cfg)
+    with p:
         yield p
 
 
@@ -71,3 +81,29 @@ def test_hostile_extensions_keep_pool_serving(snap_pool):
     assert res[0].observation == "SystemExit: 3"
     assert res[1].timed_out
     assert snap_pool.run([prefix + "\nprint(v * 6)"])[0].observation == "42"
+
+
+POISON = ("import rstar_jax.execution.observation as o\n"
+          "o._compile = lambda source, skip=0: (compile(\"print('POISONED')\", 's', 'exec'), None)\n"
+          "print(1)")
+
+
+def test_a_step_cannot_poison_a_later_one(snap_pool):
+    # Finding 4c: a prefix that rewrites the machinery is never kept as a snapshot.
+    from rstar_jax.execution.snapshot_policy import may_snapshot
+
+    assert not may_snapshot(POISON)
+    assert snap_pool.run([POISON])[0].observation == "1"
+    before = _resumed(snap_pool)
+    assert snap_pool.run([POISON + "\nprint(1 + 1)"])[0].observation == "1\n2"
+    assert _resumed(snap_pool) == before
+
+
+def test_snapshot_policy_admits_plain_math_only():
+    from rstar_jax.execution.snapshot_policy import may_snapshot
+
+    assert may_snapshot(BASE) and may_snapshot("from fractions import Fraction\nf = Fraction(1, 3)\nf * 3")
+    for bad in ("import os", "import json\njson.loads = None", "x = []\nx.append(1)\nimport math\nmath.pi = 3",
+                "getattr(sp, 'x')", "f = lambda: 1\nf.__code__", "eval('1')", "import sympy\nsympy.sympify('x')",
+                "from math import *", "def f():\n    global y\n    y = 1", "s = '__class__'"):
+        assert not may_snapshot(bad), bad
