@@ -84,7 +84,10 @@ class ModelConfig:
     hf_dir: Optional[str] = None  # HF model directory (config.json + weights)
     tokenizer_dir: Optional[str] = None  # HF tokenizer directory
     checkpoint: Optional[str] = None  # our checkpoint directory to load
-    add_special_tokens: bool = True  # add the rStar step tags (spec section 2)
+    # Add the rStar step tags (spec section 2) to the tokenizer as single
+    # tokens. None: for training, or a fresh init; a pretrained model keeps
+    # them as plain text at inference (models/vocab.py `wants_tags`).
+    add_special_tokens: Optional[bool] = None
 
 
 @dataclass(frozen=True)

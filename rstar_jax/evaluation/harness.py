@@ -27,7 +27,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 from rstar_jax.data.benchmarks import canonical_name, load_benchmark
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics, report
-from rstar_jax.evaluation.results import ProblemResult, ResultStore, write_json_atomic
+from rstar_jax.evaluation.results import (  # noqa: F401  (result_for: re-exported)
+    ProblemResult,
+    ResultStore,
+    result_for,
+    write_json_atomic,
+)
 from rstar_jax.search import selection
 from rstar_jax.utils.logging import progress
 
@@ -49,16 +54,6 @@ def selection_for(method: str, cfg) -> str:
     if method not in METHODS:
         raise EvaluationError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     return METHOD_SELECTION.get(method) or cfg.eval.mcts_selection
-
-
-def result_for(problem: Problem, benchmark: str, method: str, **fields) -> ProblemResult:
-    """A ProblemResult pre-filled from its problem (runners call this)."""
-    gold = list(problem.answer) if isinstance(problem.answer, tuple) else problem.answer
-    meta = {k: v for k, v in problem.meta.items() if k in ("unique_id", "index", "level",
-                                                          "subject")}
-    meta.update(fields.pop("meta", {}))
-    return ProblemResult(id=problem.id, benchmark=benchmark, method=method,
-                         question=problem.question, gold=gold, meta=meta, **fields)
 
 
 def choose(result: ProblemResult, sel: str, cfg, equiv=None) -> Optional[str]:
