@@ -383,6 +383,9 @@ class EvalConfig:
     # Rollouts of the mcts_ppm method (None: `mcts.rollouts`, the search
     # budget); the paper searches 64 rollouts per test problem.
     mcts_rollouts: Optional[int] = None
+    # best_of_n / beam / mcts_ppm without a trained PPM (no ppm.checkpoint) are
+    # refused; true runs them with a fresh value head and says so in the report.
+    allow_untrained_ppm: bool = False
     chunk_size: int = 16  # problems per runner call; each finished chunk is saved
     processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
     processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all
