@@ -12,8 +12,8 @@ from search.test_commands import _write_problems, fake_factories  # noqa: F401  
 import rstar_jax.inference
 from rstar_jax.cli import main
 from rstar_jax.data.problems import Problem
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine
 from rstar_jax.search.run import ResumeMismatch, search_to_dir
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine
 from rstar_jax.utils.fingerprint import CONFIG_FILE, FINGERPRINT_FILE, SUPERSEDED_DIR
 
 BUDGET = ["mcts.rollouts=3", "mcts.candidates=2", "logging.progress=false"]
