@@ -6,7 +6,7 @@ inside the engine, the PPM scorer and waiting on the executor, over wall
 time. Goal (issue 6): host overhead under 10% with 64 trees in flight, and
 rollouts/s growing nearly linearly from 1 to 64.
 
-Engine: the arithmetic mock (`rstar_jax.search.mock.MockEngine`) with a
+Engine: the arithmetic mock (`rstar_jax.testing.mock.MockEngine`) with a
 fixed latency per engine call, standing in for one batched device call
 whose cost barely grows with the batch; the fake executor runs each
 program on a thread pool with a fixed latency.
@@ -38,7 +38,7 @@ import time
 from rstar_jax.config.schema import Config
 from rstar_jax.data.problems import Problem
 from rstar_jax.search.driver import MCTSDriver
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 
 def problems(n: int):
@@ -125,7 +125,7 @@ def real_parts(args):
     from rstar_jax.execution.pool import ExecutorPool
     from rstar_jax.inference import load_policy_engine, load_ppm_scorer
     from rstar_jax.search.expansion import default_hooks
-    from rstar_jax.search.mock import tiny_step_tokenizer
+    from rstar_jax.testing.mock import tiny_step_tokenizer
 
     answers = sorted({p.answer for p in problems(args.problems + 8)})
     tok = tiny_step_tokenizer(boxed_answers=answers[:8])  # the model now and then answers

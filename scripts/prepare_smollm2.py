@@ -70,7 +70,7 @@ def load_gguf(path: str):
 
 
 def prepare(out: str) -> dict:
-    from rstar_jax.models.convert import convert_hf_to_ckpt
+    from rstar_jax.models.transfer import convert_hf_to_ckpt
 
     gguf = find_gguf()
     hf_dir, ckpt_dir = os.path.join(out, "hf"), os.path.join(out, "ckpt")

@@ -85,7 +85,10 @@ class ModelConfig:
     hf_dir: Optional[str] = None  # HF model directory (config.json + weights)
     tokenizer_dir: Optional[str] = None  # HF tokenizer directory
     checkpoint: Optional[str] = None  # our checkpoint directory to load
-    add_special_tokens: bool = True  # add the rStar step tags (spec section 2)
+    # Add the rStar step tags (spec section 2) to the tokenizer as single
+    # tokens. None: for training, or a fresh init; a pretrained model keeps
+    # them as plain text at inference (models/vocab.py `wants_tags`).
+    add_special_tokens: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -385,6 +388,9 @@ class EvalConfig:
     # Rollouts of the mcts_ppm method (None: `mcts.rollouts`, the search
     # budget); the paper searches 64 rollouts per test problem.
     mcts_rollouts: Optional[int] = None
+    # best_of_n / beam / mcts_ppm without a trained PPM (no ppm.checkpoint) are
+    # refused; true runs them with a fresh value head and says so in the report.
+    allow_untrained_ppm: bool = False
     chunk_size: int = 16  # problems per runner call; each finished chunk is saved
     processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
     processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all

@@ -55,7 +55,8 @@ def _evaluate(args: argparse.Namespace, run_method=None) -> int:
     if not names:
         return _fail("evaluate", ValueError("no benchmark given"))
     try:
-        out = harness.evaluate(cfg, names, method, args.out, run_method=run_method)
+        out = harness.evaluate(cfg, names, method, args.out, run_method=run_method,
+                               force=getattr(args, "force", False))
     except (BenchmarkError, ProblemFileError, harness.EvaluationError, MethodUnavailable,
             FileNotFoundError) as e:
         return _fail("evaluate", e)
@@ -150,6 +151,9 @@ def register(sub) -> None:
     ev.add_argument("--out", required=True, metavar="DIR", help="output directory (resumable)")
     ev.add_argument("--limit", type=ranged(int, ONE_UP), default=None, metavar="N",
                     help="first N problems of each benchmark (default: eval.limit)")
+    ev.add_argument("--force", action="store_true",
+                    help="when --out holds another run's results, set them aside in "
+                         "OUT/superseded/ and start again (default: refuse)")
     ev.set_defaults(handler=_evaluate)
 
     ppm = sub.add_parser(

@@ -27,8 +27,15 @@ from typing import Callable, Dict, List, Optional, Sequence
 from rstar_jax.data.benchmarks import canonical_name, load_benchmark
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics, report
-from rstar_jax.evaluation.results import ProblemResult, ResultStore, write_json_atomic
+from rstar_jax.evaluation.methods import NEEDS_PPM
+from rstar_jax.evaluation.results import (  # noqa: F401  (result_for: re-exported)
+    ProblemResult,
+    ResultStore,
+    result_for,
+    write_json_atomic,
+)
 from rstar_jax.search import selection
+from rstar_jax.utils.fingerprint import FingerprintMismatch, check_output_dir, make_fingerprint
 from rstar_jax.utils.logging import MetricsLog, progress
 
 log = logging.getLogger(__name__)
@@ -49,16 +56,6 @@ def selection_for(method: str, cfg) -> str:
     if method not in METHODS:
         raise EvaluationError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     return METHOD_SELECTION.get(method) or cfg.eval.mcts_selection
-
-
-def result_for(problem: Problem, benchmark: str, method: str, **fields) -> ProblemResult:
-    """A ProblemResult pre-filled from its problem (runners call this)."""
-    gold = list(problem.answer) if isinstance(problem.answer, tuple) else problem.answer
-    meta = {k: v for k, v in problem.meta.items() if k in ("unique_id", "index", "level",
-                                                          "subject")}
-    meta.update(fields.pop("meta", {}))
-    return ProblemResult(id=problem.id, benchmark=benchmark, method=method,
-                         question=problem.question, gold=gold, meta=meta, **fields)
 
 
 def choose(result: ProblemResult, sel: str, cfg, equiv=None) -> Optional[str]:
@@ -88,6 +85,62 @@ def _check_run(out_dir: str, settings: Dict[str, object]) -> None:
                                                 | set(settings["benchmarks"]))}
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(path, settings)
+
+
+def ppm_is_trained(cfg) -> bool:
+    """Whether a PPM method would score with trained weights: `ppm.checkpoint`,
+    or an HF `model.hf_dir` carrying the reference's value head."""
+    if cfg.ppm.checkpoint:
+        return True
+    m = cfg.model
+    if m.hf_dir and not m.checkpoint:
+        from rstar_jax.models.convert import HFTensors, has_value_head
+
+        return has_value_head(HFTensors(m.hf_dir))
+    return False
+
+
+def _untrained_ppm_note(method: str, cfg) -> Optional[str]:
+    """None, or the report's note for a PPM method run with a fresh value head;
+    refused unless `eval.allow_untrained_ppm` (its scores are noise)."""
+    if method not in NEEDS_PPM or ppm_is_trained(cfg):
+        return None
+    if not cfg.eval.allow_untrained_ppm:
+        raise EvaluationError(
+            f"method {method} scores with a PPM but none is trained: set ppm.checkpoint=DIR "
+            "(the ppm stage's export), or eval.allow_untrained_ppm=true to score with a "
+            "fresh, untrained value head")
+    note = (f"{method} scored with an untrained PPM value head (no ppm.checkpoint; "
+            "eval.allow_untrained_ppm=true): its choices are noise")
+    log.warning(note)
+    return note
+
+
+def problem_digests(names, given, cfg) -> Dict[str, str]:
+    """{benchmark: content digest} of each benchmark's problems file.
+
+    Given (in-memory) problems are digested as JSON; a tfds benchmark by its
+    name only (its files are tfds's own)."""
+    import hashlib
+
+    from rstar_jax.data.benchmarks import BENCHMARKS
+    from rstar_jax.utils.fingerprint import file_digest
+
+    out = {}
+    for name in names:
+        key = os.path.splitext(os.path.basename(name))[0] if os.path.isfile(name) else name
+        bdir = cfg.eval.benchmark_dir
+        if key in given:
+            rows = [[p.id, p.question, p.answer] for p in given[key]]
+            out[key] = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+        elif os.path.isfile(name):
+            out[key] = file_digest(name)
+        elif bdir and os.path.isfile(bdir) and cfg.eval.data_dir is None:
+            out[key] = file_digest(bdir)
+        elif bdir and os.path.isdir(bdir) and key in BENCHMARKS and os.path.isfile(
+                os.path.join(bdir, BENCHMARKS[key][0])):
+            out[key] = file_digest(os.path.join(bdir, BENCHMARKS[key][0]))
+    return out
 
 
 def levels_table(cfg) -> Optional[Dict[str, Dict[str, object]]]:
@@ -121,6 +174,11 @@ def run_benchmark(
     """
     store = ResultStore(os.path.join(out_dir, name, "results.jsonl"))
     done = store.load()
+    changed = [p.id for p in problems if p.id in done and done[p.id].question != p.question]
+    if changed:  # never resume by id alone: the same id may name another question
+        raise EvaluationError(
+            f"{name}: {len(changed)} problem(s) in {store.path} have another question under "
+            f"the same id (first: {changed[0]}); use a new --out, or --force")
     pending = [p for p in problems if p.id not in done]
     if done:
         log.info("%s: %d of %d problems already done, resuming", name,
@@ -171,8 +229,14 @@ def evaluate(
     grade: Optional[metrics.Grade] = None,
     equiv: Optional[metrics.Equiv] = None,
     problems: Optional[Dict[str, Sequence[Problem]]] = None,
+    force: bool = False,
 ) -> Dict[str, object]:
     """Evaluates `method` on each benchmark and writes the report.
+
+    `out_dir` records what produced it (`utils.fingerprint`: the config keys
+    that change results, the models' identities, the problems files'
+    digests); a rerun that differs is refused before any model loads,
+    unless `force` sets the old results aside.
 
     Args:
       benchmarks: names (aliases allowed) or JSON/JSONL problem files.
@@ -185,6 +249,7 @@ def evaluate(
       {"summaries": [per-benchmark summary], "paths": {report files}}.
     """
     sel = selection_for(method, cfg)
+    note = _untrained_ppm_note(method, cfg) if run_method is None else None
     if grade is None:
         from rstar_jax.execution.grading import grade as real_grade
 
@@ -195,6 +260,13 @@ def evaluate(
         run_method = default_runner
     given = problems or {}
     names = [b if b in given or os.path.isfile(b) else canonical_name(b) for b in benchmarks]
+    fingerprint = make_fingerprint(cfg, command="evaluate", with_ppm=method in NEEDS_PPM,
+                                   problems=problem_digests(names, given, cfg),
+                                   extra={"eval.method": method})
+    try:
+        check_output_dir(out_dir, fingerprint, cfg, force=force)
+    except (FingerprintMismatch, FileNotFoundError) as e:
+        raise EvaluationError(str(e)) from None
     _check_run(out_dir, {"method": method, "k": cfg.eval.k, "selection": sel,
                          "benchmarks": [os.path.basename(n) for n in names]})
     levels = None
@@ -213,6 +285,10 @@ def evaluate(
             key, method, results, k=cfg.eval.k, grade=grade, equiv=equiv,
             levels=levels if key == "math500" else None,
             bootstrap_samples=cfg.eval.bootstrap_samples, seed=cfg.seed))
+        if note:
+            summaries[-1]["warnings"].insert(0, note)
+        for warning in summaries[-1]["warnings"]:
+            log.warning("%s %s: %s", key, method, warning)
         log.info("%s %s: accuracy %s (n=%d)", key, method, summaries[-1]["accuracy"],
                  summaries[-1]["n"])
     paths = report.write_report(out_dir, summaries)
@@ -229,6 +305,7 @@ def evaluate_methods(
     run_method: Optional[MethodRunner] = None,
     grade: Optional[metrics.Grade] = None,
     equiv: Optional[metrics.Equiv] = None,
+    force: bool = False,
 ) -> Dict[str, Dict[str, object]]:
     """Several methods on one problem set (e.g. an evolve round's test
     split), each in `out_dir/<method>/`, sharing the loaded models.
@@ -240,7 +317,7 @@ def evaluate_methods(
     try:
         for m in methods_:
             res = evaluate(cfg, [name], m, os.path.join(out_dir, m), run_method=run_method,
-                           grade=grade, equiv=equiv, problems={name: problems})
+                           grade=grade, equiv=equiv, problems={name: problems}, force=force)
             out[m] = res["summaries"][0]
     finally:
         if run_method is None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from rstar_jax.data.problems import Problem
 from rstar_jax.data.prompts import ASSISTANT, USER
-from rstar_jax.evaluation.results import ProblemResult
+from rstar_jax.evaluation.results import ProblemResult, result_for
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,6 @@ def candidates(trees) -> List[tuple]:
 def to_result(problem: Problem, trees, method: str, tokens: int, prompt: str,
               scored: bool) -> ProblemResult:
     """A search result's trees -> the harness's ProblemResult."""
-    from rstar_jax.evaluation.harness import result_for
-
     cands = candidates(trees) or [("", None, float("nan"))]
     scores = None
     if scored:

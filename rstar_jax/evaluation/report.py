@@ -49,7 +49,14 @@ def benchmark_summary(
         "n": len(usable),
         "k": k,
         "accuracy": round(100.0 * metrics.mean(correct), 4) if correct else None,
+        "answered": sum(r.chosen is not None for r in results),
+        "warnings": [],
     }
+    if results and out["answered"] == 0:
+        out["warnings"].append(
+            f"no answer was extracted from any of the {len(results)} problems (every "
+            "prediction is None): the model's output is not in the step format; read the "
+            "outputs in results.jsonl")
     if correct and bootstrap_samples:
         lo, hi = metrics.bootstrap_ci(correct, bootstrap_samples, seed)
         out["accuracy_ci"] = [round(100.0 * lo, 4), round(100.0 * hi, 4)]
@@ -83,6 +90,8 @@ def markdown_table(summaries: Sequence[Dict[str, object]]) -> str:
             f"| {_fmt(s.get('first'))} | {_fmt(s.get('maj@k'))} | {_fmt(s.get('best@k'))} "
             f"| {_fmt(s.get('weighted@k'))} | {_fmt(s.get('pass@k'))} "
             f"| {_fmt(s.get('avg_generated_tokens'))} |")
+    for s in summaries:
+        lines += [f"\n**Warning ({s['benchmark']}):** {w}" for w in s.get("warnings") or ()]
     for s in summaries:
         bd = s.get("breakdown")
         if not bd:

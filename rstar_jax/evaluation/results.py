@@ -20,6 +20,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from rstar_jax.data.problems import Problem
+
 log = logging.getLogger(__name__)
 
 Gold = Union[str, List[str], None]
@@ -121,3 +123,13 @@ def write_json_atomic(path: str, obj: Any) -> None:
         json.dump(obj, f, indent=2, ensure_ascii=False)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def result_for(problem: Problem, benchmark: str, method: str, **fields) -> ProblemResult:
+    """A ProblemResult pre-filled from its problem (runners call this)."""
+    gold = list(problem.answer) if isinstance(problem.answer, tuple) else problem.answer
+    meta = {k: v for k, v in problem.meta.items() if k in ("unique_id", "index", "level",
+                                                          "subject")}
+    meta.update(fields.pop("meta", {}))
+    return ProblemResult(id=problem.id, benchmark=benchmark, method=method,
+                         question=problem.question, gold=gold, meta=meta, **fields)

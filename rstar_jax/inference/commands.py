@@ -17,11 +17,13 @@ from rstar_jax.config.ranges import NONNEG, ONE_UP
 def _sample(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_model_paths(cfg)
-    from rstar_jax.data.prompts import STEP_STOPS, policy_prompt
+    from rstar_jax.data.prompts import STEP_STOPS, make_prompt_fn
     from rstar_jax.inference import load_policy_engine
     from rstar_jax.inference.types import GenerationRequest, SamplingParams
 
-    prompt = args.prompt if args.raw else policy_prompt(args.prompt, sep=cfg.data.assistant_sep)
+    # The search's own prompt: with `mcts.few_shot` the two demonstrations
+    # show an untuned model the step format.
+    prompt = args.prompt if args.raw else make_prompt_fn(cfg)(args.prompt)
     params = SamplingParams(
         n=args.n, max_new_tokens=args.max_new_tokens or cfg.engine.max_new_tokens,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
@@ -43,7 +45,7 @@ def register(sub) -> None:
     """Adds this subpackage's subcommands to the `rstar-jax` parser."""
     p = sub.add_parser("sample", help="sample completions from the policy (try a model by hand)")
     add_config_arguments(p)
-    p.add_argument("--prompt", required=True, help="a question (wrapped in the policy prompt)")
+    p.add_argument("--prompt", required=True, help="a question (wrapped in the search's prompt: few-shot when mcts.few_shot)")
     p.add_argument("--raw", action="store_true", help="send --prompt as is, without the template")
     p.add_argument("--n", type=ranged(int, ONE_UP), default=1, help="completions to sample")
     p.add_argument("--max-new-tokens", type=ranged(int, ONE_UP), default=None,

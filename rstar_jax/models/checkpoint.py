@@ -9,7 +9,7 @@ Training checkpoint (a `Checkpointer` directory)::
 
 Export (`export_params`, also what `rstar-jax convert hf-to-ckpt` writes)::
 
-    DIR/params             flat {path: array} in one dtype (bfloat16 by default)
+    DIR/params             flat {path: array} in one dtype
     DIR/rstar_model.json   kind, arch, source
     DIR/tokenizer/         when known
 
@@ -41,16 +41,16 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from rstar_jax.models.decoder import ArchConfig
-from rstar_jax.models.loading import (
+from rstar_jax.models.params import (
     MODEL_CLASSES,
     _shardings,
     abstract_model,
     assemble,
     flat_params,
-    load_tokenizer,
     model_kind,
 )
 from rstar_jax.models.sharding import Rules
+from rstar_jax.models.vocab import attach_tokenizer, wants_tags
 
 log = logging.getLogger(__name__)
 
@@ -310,14 +310,6 @@ def tokenizer_dir(path: str) -> Optional[str]:
     return tok_dir if os.path.isdir(tok_dir) else None
 
 
-def _tokenizer_from(directory: str):
-    tok_dir = os.path.join(directory, TOKENIZER_DIR)
-    if not os.path.isdir(tok_dir):
-        return None
-    tok, _ = load_tokenizer(tok_dir, add_special_tokens=False)
-    return tok
-
-
 def _manager_root(path: str) -> tuple:
     """(manager directory, step or None) for a manager dir or one of its step dirs."""
     path = os.path.abspath(path)
@@ -345,12 +337,19 @@ def load_model(path: str, *, mesh: Optional[Mesh] = None, rules: Optional[Rules]
 
 
 def load_checkpoint(path: str, *, mesh: Optional[Mesh] = None, rules: Optional[Rules] = None,
-                    step: Optional[int] = None, dtype=None, compute_dtype=None):
-    """(model, tokenizer or None) from any checkpoint path: the notebook entry point."""
+                    step: Optional[int] = None, dtype=None, compute_dtype=None,
+                    add_special_tokens: Optional[bool] = None, mode: str = "inference"):
+    """(model, tokenizer or None) from any checkpoint path: the notebook entry point.
+
+    The tokenizer is the engine's for the same checkpoint (`vocab.wants_tags`
+    with `model.add_special_tokens` = `add_special_tokens`, the model's
+    vocabulary fitted to it), so the same text gives the same ids here as in
+    `load_policy_engine`.
+    """
     model = load_model(path, mesh=mesh, rules=rules, step=step, dtype=dtype,
                        compute_dtype=compute_dtype)
-    root = path if os.path.exists(os.path.join(path, EXPORT_MARKER)) else _manager_root(path)[0]
-    return model, _tokenizer_from(root)
+    add = wants_tags(add_special_tokens, mode=mode, pretrained=True)
+    return attach_tokenizer(model, tokenizer_dir(path), add_tags=add, mesh=mesh, rules=rules)
 
 
 def host_params(model: nnx.Module, dtype=None) -> Dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ DTYPES = ("bfloat16", "float32")
 
 
 def _hf_to_ckpt(args: argparse.Namespace) -> int:
-    from rstar_jax.models.convert import convert_hf_to_ckpt
+    from rstar_jax.models.transfer import convert_hf_to_ckpt
 
     try:
         out = convert_hf_to_ckpt(args.hf_dir, args.out, ppm=args.ppm, dtype=args.dtype)
@@ -21,7 +21,7 @@ def _hf_to_ckpt(args: argparse.Namespace) -> int:
 
 
 def _ckpt_to_hf(args: argparse.Namespace) -> int:
-    from rstar_jax.models.convert import convert_ckpt_to_hf
+    from rstar_jax.models.transfer import convert_ckpt_to_hf
 
     try:
         out = convert_ckpt_to_hf(args.ckpt, args.out, dtype=args.dtype)
@@ -42,7 +42,8 @@ def register(sub) -> None:
     h2c.add_argument("--out", required=True, help="output checkpoint directory")
     h2c.add_argument("--ppm", action="store_true",
                      help="make a PPM (converts a v_head.summary.* head, else a fresh head)")
-    h2c.add_argument("--dtype", choices=DTYPES, default="bfloat16", help="stored dtype")
+    h2c.add_argument("--dtype", choices=DTYPES, default=None,
+                     help="stored dtype (default: the source weights' dtype)")
     h2c.set_defaults(handler=_hf_to_ckpt)
     c2h = csub.add_parser("ckpt-to-hf", help="our checkpoint -> HF directory (transformers, vLLM)")
     c2h.add_argument("--ckpt", required=True,

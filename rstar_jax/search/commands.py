@@ -78,13 +78,27 @@ def _search(args: argparse.Namespace) -> int:
         if missing:
             return _fail(f"{len(missing)} problems have no gold answer (first: {missing[0]}); "
                          "terminal_value=gold needs them (use mcts.terminal_value=ppm to infer)")
+    from rstar_jax.utils.fingerprint import (
+        FingerprintMismatch,
+        check_output_dir,
+        file_digest,
+        make_fingerprint,
+    )
+
+    # Before any model loads: a rerun into OUT must be the run that made it.
+    try:
+        fingerprint = make_fingerprint(cfg, command="search", with_ppm=needs_scorer(cfg.mcts),
+                                       problems={"problems": file_digest(args.problems)})
+        check_output_dir(args.out, fingerprint, cfg, force=args.force, merge_problems=False)
+    except (FingerprintMismatch, FileNotFoundError) as e:
+        return _fail(str(e))
     try:
         from rstar_jax.execution.pool import ExecutorPool
         from rstar_jax.inference import load_policy_engine, load_ppm_scorer
     except ImportError as e:
         return _fail(f"the engine or executor is not available in this install: {e}")
     from rstar_jax.models.mesh import maybe_initialize_distributed
-    from rstar_jax.search.run import search_to_dir
+    from rstar_jax.search.run import ResumeMismatch, search_to_dir
 
     # Before anything touches a device: each process then searches its own
     # shard of the problems (search_to_dir) on its own devices.
@@ -101,6 +115,8 @@ def _search(args: argparse.Namespace) -> int:
     executor = ExecutorPool(cfg.executor)
     try:
         summary = search_to_dir(cfg, problems, args.out, engine, executor, scorer)
+    except ResumeMismatch as e:
+        return _fail(str(e))
     finally:
         close = getattr(executor, "close", None)
         if close is not None:
@@ -152,6 +168,9 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory for the tree files")
     p.add_argument("--limit", type=ranged(int, ONE_UP), default=None, metavar="N",
                    help="only the first N problems")
+    p.add_argument("--force", action="store_true",
+                   help="when --out holds another run's trees, set them aside in OUT/superseded/ "
+                        "and start again (default: refuse)")
     p.set_defaults(handler=_search)
 
     e = sub.add_parser(

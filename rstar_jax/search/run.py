@@ -26,6 +26,10 @@ from rstar_jax.utils.logging import MetricsLog, progress
 log = logging.getLogger(__name__)
 
 
+class ResumeMismatch(ValueError):
+    """A tree file holds records of other problems under the same ids."""
+
+
 def process_shard() -> tuple:
     """(process_index, process_count) of this JAX process; (0, 1) without JAX."""
     try:
@@ -119,6 +123,11 @@ def search_to_dir(
     mine = treefile.shard_problems(problems, process_index, process_count)
     path = treefile.shard_path(out_dir, process_index)
     writer = treefile.TreeWriter(path)
+    changed = [p.id for p in mine if p.id in writer.done and writer.questions[p.id] != p.question]
+    if changed:  # never resume by id alone: the same id may name another question
+        writer.close()
+        raise ResumeMismatch(f"{path}: {len(changed)} problem(s) have another question under the "
+                             f"same id (first: {changed[0]}); use a new output directory")
     todo = [p for p in mine if p.id not in writer.done]
     mode = cfg.mcts.mode
     stats = {"searched": 0, "solved": 0, "rollouts": 0}

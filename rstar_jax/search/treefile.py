@@ -105,6 +105,7 @@ class TreeWriter:
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.done: Set[str] = set()
+        self.questions: Dict[str, str] = {}  # id -> the question its record answered
         if os.path.exists(path):
             keep = _complete_prefix_len(path)
             if keep != os.path.getsize(path):
@@ -114,6 +115,7 @@ class TreeWriter:
                     f.truncate(keep)
             for rec in read_records(path):
                 self.done.add(str(rec["id"]))
+                self.questions[str(rec["id"])] = rec.get("question")
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, record: Dict[str, Any]) -> None:
@@ -124,6 +126,7 @@ class TreeWriter:
             view = view[n:]
         os.fsync(self._fd)
         self.done.add(str(record["id"]))
+        self.questions[str(record["id"])] = record.get("question")
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -102,7 +102,7 @@ def test_resume_skips_finished_problems(tmp_path):
 
 def test_rerun_with_other_method_is_refused(tmp_path):
     run(tmp_path, "greedy", FixedRunner())
-    with pytest.raises(harness.EvaluationError, match="method='greedy'"):
+    with pytest.raises(harness.EvaluationError, match="eval.method 'greedy' -> 'majority'"):
         run(tmp_path, "majority", FixedRunner())
 
 

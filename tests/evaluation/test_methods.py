@@ -8,7 +8,7 @@ import pytest
 from rstar_jax.config.schema import Config, replace
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import harness, methods
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 
 def make_cfg(**mcts):

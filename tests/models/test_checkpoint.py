@@ -29,7 +29,7 @@ from rstar_jax.models import (
     restore,
 )
 from rstar_jax.models.loading import abstract_model
-from testutil import REPO
+from testutil import REPO, pieces_tokenizer
 
 TINY = str(REPO / "configs/models/tiny.yaml")
 
@@ -127,3 +127,27 @@ def test_bf16_export_and_notebook_loading(tmp_path):
         assert isinstance(policy, Policy) and tok is None
     with pytest.raises(FileNotFoundError):
         load_checkpoint(str(tmp_path / "nothing"))
+
+
+def test_notebook_tokenizer_is_the_engines(tmp_path):
+    """`load_checkpoint` gives the same ids and vocabulary as the engine's loader."""
+    from rstar_jax.data.tokenizer import load_tokenizer
+    from rstar_jax.inference import load_policy_engine
+
+    base_tok, _ = load_tokenizer(pieces_tokenizer(tmp_path / "tok", 500), add_special_tokens=False)
+    tagged_tok, _ = load_tokenizer(str(tmp_path / "tok"))
+    model = init_model(Policy, tiny_arch(), seed=4)
+    export_params(model, str(tmp_path / "export"), dtype=jnp.float32, tokenizer=base_tok)
+    with Checkpointer(str(tmp_path / "run"), tokenizer=tagged_tok) as ckpt:  # a tuned model's
+        ckpt.save(1, model)
+    text = "<|user|>: w7 <code> w3 <end_of_step> w9 <end_of_code>"
+    for path, extra, size in [(tmp_path / "export", [], 500),
+                              (tmp_path / "export", ["model.add_special_tokens=true"], 509),
+                              (tmp_path / "run", [], 509), (tmp_path / "run" / "1", [], 509)]:
+        cfg = load_config(TINY, [f"model.checkpoint={path}", "engine.num_slots=2"] + extra)
+        engine = load_policy_engine(cfg)
+        add = cfg.model.add_special_tokens
+        policy, tok = load_checkpoint(str(path), add_special_tokens=add)
+        assert len(tok) == len(engine.tokenizer) == size, (path, extra)
+        assert tok(text)["input_ids"] == engine.tokenizer(text)["input_ids"]
+        assert policy.arch.vocab_size == engine.vocab_size

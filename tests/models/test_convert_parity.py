@@ -146,11 +146,15 @@ def test_unsupported_rope_scaling_is_refused():
 # --- the CLI ---------------------------------------------------------------------
 
 def test_convert_round_trip_policy(tmp_path, capsys):
+    """No --dtype: the source's float32 is kept, so the round trip is exact."""
+    from rstar_jax.models.checkpoint import read_export_info
+
     ref = hf_model("qwen2-gqa6-untied", seed=9)
     ref.save_pretrained(tmp_path / "hf")
     (tmp_path / "hf" / "tokenizer_config.json").write_text('{"model_max_length": 64}')
     assert main(["convert", "hf-to-ckpt", "--hf-dir", str(tmp_path / "hf"),
-                 "--out", str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
+                 "--out", str(tmp_path / "ckpt")]) == 0
+    assert read_export_info(str(tmp_path / "ckpt"))["arch"]["param_dtype"] == "float32"
     assert (tmp_path / "ckpt" / "tokenizer" / "tokenizer_config.json").exists()
     assert main(["convert", "ckpt-to-hf", "--ckpt", str(tmp_path / "ckpt"),
                  "--out", str(tmp_path / "back")]) == 0
@@ -183,6 +187,15 @@ def test_convert_round_trip_reference_ppm(tmp_path):
     assert set(after) == set(tensors)
     for name, value in tensors.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def test_convert_keeps_a_bfloat16_source_bfloat16(tmp_path):
+    from rstar_jax.models.checkpoint import read_export_info
+
+    hf_model("llama-headdim32-tied", seed=3).to(torch.bfloat16).save_pretrained(tmp_path / "hf")
+    assert main(["convert", "hf-to-ckpt", "--hf-dir", str(tmp_path / "hf"),
+                 "--out", str(tmp_path / "ckpt")]) == 0
+    assert read_export_info(str(tmp_path / "ckpt"))["arch"]["param_dtype"] == "bfloat16"
 
 
 def test_convert_bad_input_exits_2(tmp_path, capsys):

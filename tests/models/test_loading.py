@@ -3,8 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from rstar_jax.config import MeshConfig, load_config
 from rstar_jax.config.schema import DEFAULT_TRAINING_RULES
@@ -21,7 +19,7 @@ from rstar_jax.models import (
     ppm_from_policy,
     resize_vocab,
 )
-from testutil import REPO
+from testutil import REPO, pieces_tokenizer
 
 TINY = str(REPO / "configs/models/tiny.yaml")
 
@@ -33,15 +31,6 @@ def tiny_arch(**kw) -> ArchConfig:
 def logits(model, tokens):
     """Jitted forward: far cheaper than op-by-op dispatch on a shared CPU."""
     return jax.jit(lambda m, t: m(t)[0])(model, tokens)
-
-
-def word_tokenizer(path, size: int) -> str:
-    """A local HF tokenizer of `size` whole-word tokens (no network)."""
-    vocab = {"[UNK]": 0, **{f"w{i}": i for i in range(1, size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(path))
-    return str(path)
 
 
 def test_resize_vocab_appends_mean_rows_untied():
@@ -72,23 +61,35 @@ def test_resize_keeps_parameters_sharded():
     assert model.model.embed[...].sharding.spec == jax.P(None, "fsdp")  # 577: tensor dropped
 
 
-def test_load_policy_adds_special_tokens_with_mean_rows(tmp_path):
-    # 500 words + 9 rStar tags fit in the 512 rows: no resize, the 9 rows re-initialised.
-    tok_dir = word_tokenizer(tmp_path / "tok", 500)
-    cfg = load_config(TINY, [f"model.tokenizer_dir={tok_dir}", "model.num_layers=1"])
+def piece_ids(tok, tag: str):
+    return tok(tag, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def test_load_policy_adds_tags_with_rows_from_their_pieces(tmp_path):
+    # 500 words + 9 rStar tags fit in the 512 rows: no resize, the 9 rows set
+    # to the mean of their own text pieces' rows, in the embedding and the head.
+    tok_dir = pieces_tokenizer(tmp_path / "tok", 500)
+    cfg = load_config(TINY, [f"model.tokenizer_dir={tok_dir}", "model.num_layers=1",
+                             "model.tie_word_embeddings=false"])
     policy, tok = load_policy(cfg)
     ids = tok.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     assert sorted(ids) == list(range(500, 509)) and policy.arch.vocab_size == 512
-    embed = np.asarray(policy.model.embed[...])
-    fresh = np.asarray(init_model(Policy, policy.arch, seed=cfg.seed).model.embed[...])
-    np.testing.assert_array_equal(embed[:500], fresh[:500])
-    np.testing.assert_allclose(embed[ids], np.repeat(fresh[:500].mean(0, keepdims=True), 9, 0),
-                               rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(embed[509:], fresh[509:])
+    fresh = init_model(Policy, policy.arch, seed=cfg.seed)
+    embed, f_embed = np.asarray(policy.model.embed[...]), np.asarray(fresh.model.embed[...])
+    head, f_head = np.asarray(policy.lm_head[...]), np.asarray(fresh.lm_head[...])
+    np.testing.assert_array_equal(embed[:500], f_embed[:500])
+    np.testing.assert_array_equal(head[:, :500], f_head[:, :500])
+    for tag, tid in zip(SPECIAL_TOKENS, ids):
+        pieces = piece_ids(tok, tag)
+        assert len(pieces) >= 3 and max(pieces) < 500 and 0 not in pieces, (tag, pieces)
+        np.testing.assert_allclose(embed[tid], f_embed[pieces].mean(0), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(head[:, tid], f_head[:, pieces].mean(1), rtol=1e-5, atol=1e-7)
+    assert len({tuple(embed[i]) for i in ids}) == 9  # not one shared mean row
+    np.testing.assert_array_equal(embed[509:], f_embed[509:])
     assert tok("<code> w3 <end_of_step>")["input_ids"] == [ids[0], 3, ids[1]]
 
     # 510 words + 9 tags overflow 512: the vocabulary grows to the next multiple of 64.
-    tok_dir = word_tokenizer(tmp_path / "big", 510)
+    tok_dir = pieces_tokenizer(tmp_path / "big", 510)
     cfg = load_config(TINY, [f"model.tokenizer_dir={tok_dir}", "model.num_layers=1"])
     policy, tok = load_policy(cfg)
     assert len(tok) == 519 and policy.arch.vocab_size == 576
@@ -123,3 +124,23 @@ def test_load_ppm_from_config_on_a_mesh():
                                   np.asarray(policy.model.embed[...]))
     assert ppm.model.embed[...].sharding.spec == jax.P(None, "fsdp")
 
+
+def test_tags_by_default_for_training_and_fresh_models_not_pretrained_inference(tmp_path):
+    """A pretrained model keeps the tags as text at inference unless told otherwise."""
+    from rstar_jax.models import export_params
+
+    tok_dir = pieces_tokenizer(tmp_path / "tok", 500)
+    base = [f"model.tokenizer_dir={tok_dir}", "model.num_layers=1"]
+    model = init_model(Policy, load_policy(load_config(TINY, base))[0].arch, seed=3)
+    export_params(model, str(tmp_path / "export"), dtype=jnp.float32)
+    pre = base + [f"model.checkpoint={tmp_path / 'export'}"]
+    cases = [(base, "inference", 509), (pre, "inference", 500), (pre, "training", 509),
+             (pre + ["model.add_special_tokens=true"], "inference", 509),
+             (base + ["model.add_special_tokens=false"], "training", 500)]
+    for overrides, mode, size in cases:
+        policy, tok = load_policy(load_config(TINY, overrides), mode=mode)
+        assert len(tok) == size, (overrides, mode)
+    policy, tok = load_policy(load_config(TINY, pre))
+    np.testing.assert_array_equal(np.asarray(policy.model.embed[...]),
+                                  np.asarray(model.model.embed[...]))
+    assert tok("<code>")["input_ids"] == piece_ids(tok, "<code>")  # plain text

@@ -8,8 +8,8 @@ import sys
 
 from search.search_helpers import add_problems, make_cfg
 
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine
 from rstar_jax.search.run import search_to_dir
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine
 
 
 def main(out_dir: str, count: int, latency: float) -> None:

@@ -6,7 +6,7 @@ from search.search_helpers import add_problems, make_cfg
 from rstar_jax.search import tree as T
 from rstar_jax.search.baselines import best_answer, run_baseline
 from rstar_jax.search.expansion import request_seed
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 
 def _run(cfg, probs, scorer=None, engine=None):

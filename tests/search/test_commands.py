@@ -10,7 +10,7 @@ from search.search_helpers import add_problems
 
 import rstar_jax.inference
 from rstar_jax.cli import main
-from rstar_jax.search import mock
+from rstar_jax.testing import mock
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from search.search_helpers import add_problems, make_cfg, summary
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import tree as T
 from rstar_jax.search.driver import run_mcts
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 # "What is 3 + 4?" with 2 candidates per step (offsets 0 and 1), 2 tool steps:
 # 0.1 x = 3 + 0 / 0.2 x = 3 + 1; then print(x + 4) (both candidates equal,

@@ -11,7 +11,7 @@ from search.search_helpers import add_problems, make_cfg
 from rstar_jax.data import prompts
 from rstar_jax.search.baselines import run_baseline
 from rstar_jax.search.driver import run_mcts
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 SUFFIX_HEAD = prompts.FEW_SHOT_SUFFIX.split("{input}")[0]
 

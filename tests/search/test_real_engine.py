@@ -17,8 +17,9 @@ import pytest
 from search.search_helpers import add_problems
 
 from rstar_jax.cli import main
-from rstar_jax.search import mock, treefile
 from rstar_jax.search import tree as T
+from rstar_jax.search import treefile
+from rstar_jax.testing import mock
 from testutil import REPO
 
 PROBLEMS = add_problems(3)  # golds 7, 8, 9

@@ -11,8 +11,8 @@ from rstar_jax.cli import main
 from rstar_jax.config.loader import load_config
 from rstar_jax.search import tree as T
 from rstar_jax.search import treefile
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 from rstar_jax.search.run import choose_answer, search_to_dir
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 
 def answer_tree(*answers):

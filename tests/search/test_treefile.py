@@ -12,8 +12,8 @@ from search.search_helpers import add_problems, make_cfg
 
 from rstar_jax.search import tree as T
 from rstar_jax.search import treefile
-from rstar_jax.search.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 from rstar_jax.search.run import search_to_dir
+from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

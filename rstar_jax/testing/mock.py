@@ -1,6 +1,6 @@
 """Fakes you can check by hand: a policy whose steps are arithmetic on its
 prompt, a safe mini-executor for that arithmetic, and a PPM whose score is a
-function of the text. Used by tests/search and benchmarks/bench_search.py.
+function of the text. Used by tests/search, tests/evaluation and benchmarks/bench_search.py.
 
 The mock policy solves "What is A + B?" in `steps` tool steps plus an
 answer step. Candidate `j` of a request uses offset
