@@ -9,7 +9,7 @@ import types
 import rstar_jax.execution as execution_pkg
 import rstar_jax.inference
 from rstar_jax import cli
-from rstar_jax.search import mock
+from rstar_jax.testing import mock
 
 rstar_jax.inference.load_policy_engine = lambda cfg, **kw: mock.MockEngine(steps=2, seeded=True)
 rstar_jax.inference.load_ppm_scorer = lambda cfg, **kw: mock.MockScorer()
