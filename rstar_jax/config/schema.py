@@ -185,6 +185,9 @@ class MCTSConfig:
     second_tree_for_unsolved: bool = False
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
+    # A tree that used its rollouts without solving its problem goes on up to
+    # this many (0: no extension); round 4: 64, then up to 128 (spec section 4).
+    unsolved_max_rollouts: int = 0
     trees_in_flight: int = 64
     # Run one cohort's step code while the engine generates for the other.
     overlap_execution: bool = True

@@ -142,6 +142,18 @@ def test_second_tree_for_unsolved_problems():
     assert len(solved.trees) == 1 and solved.solved
 
 
+def test_round4_budget_unsolved_trees_go_on_to_the_extended_budget():
+    """Round 4 (spec section 4): `rollouts`, then up to `unsolved_max_rollouts`
+    while unsolved, in each of the problem's seeds; a solved one stops at `rollouts`."""
+    probs = [Problem(id="u", question="What is 3 + 4?", answer="100")] + add_problems(1)
+    cfg = make_cfg(candidates=3, rollouts=2, unsolved_max_rollouts=5, unsolved_seeds=1,
+                   trees_in_flight=2)
+    unsolved, solved = _run(cfg, probs, MockEngine(steps=3))
+    assert [t.rollouts for t in unsolved.trees] == [5, 5] and not unsolved.solved
+    assert unsolved.seeds[0] != unsolved.seeds[1]
+    assert [t.rollouts for t in solved.trees] == [2] and solved.solved
+
+
 def test_same_seed_same_trees_other_seed_other_trees():
     probs = add_problems(3)
     cfg = dict(candidates=3, rollouts=3, trees_in_flight=2)
