@@ -105,6 +105,20 @@ def test_tags_depth_and_error_inheritance():
     assert [t.nodes[i].tag for i in (a, b, c)] == ["0.1", "0.2", "0.2.1"]
     assert t.nodes[c].depth == 2
     assert t.partial_solution(c) == "bc"
+    # A child starts with its parent's error streak; a sibling's is its own.
+    assert t.nodes[c].consecutive_errors == 1 and t.nodes[a].consecutive_errors == 0
+    # The streak goes on through a child that errs again (threshold 2: terminal) ...
+    t.nodes[c].observation = "NameError: name 'y' is not defined"
+    T.apply_terminal_rules(t.nodes[c], t.nodes[b].consecutive_errors, errors_threshold=2,
+                           max_depth=16)
+    assert t.nodes[c].consecutive_errors == 2 and t.nodes[c].terminal_reason == T.TOO_MANY_CODE_ERRORS
+    # ... and ends at one that runs cleanly.
+    d = T.add_child(t, b, "d")
+    assert t.nodes[d].consecutive_errors == 1
+    t.nodes[d].observation = "7"
+    T.apply_terminal_rules(t.nodes[d], t.nodes[b].consecutive_errors, errors_threshold=2,
+                           max_depth=16)
+    assert t.nodes[d].consecutive_errors == 0 and not t.nodes[d].terminal
 
 
 @pytest.mark.parametrize("threshold,parent_errors,terminal", [(1, 0, True), (2, 0, False), (2, 1, True)])
