@@ -175,13 +175,19 @@ class MCTSConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0  # 0: off
-    max_new_tokens_per_step: int = 512
+    max_new_tokens_per_step: int = 2048  # the reference's step limit
+    # A step the engine cut off without a stop string is a terminal worth -1
+    # (ours; the reference keeps it as an ordinary step).
+    incomplete_step_terminal: bool = False
     errors_threshold: int = 2
     # Where terminal values come from: `gold` (training-data generation,
     # +1/-1 from the gold answer) or `ppm` (inference, no gold answer).
     terminal_value: str = "gold"  # gold | ppm
     ppm_init_value: bool = False  # PPM-augmented (rounds 3-4)
-    keep_first_answer_only: bool = True  # the reference's rule
+    # Candidates kept when some end with a final answer (search/tree.py):
+    # first_answer (the reference: that answer is the only child) |
+    # first_answer_and_steps (also the non-answer steps) | all.
+    answer_expansion: str = "first_answer"
     second_tree_for_unsolved: bool = False
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
@@ -440,6 +446,7 @@ CHOICES: Dict[str, tuple] = {
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
+    "mcts.answer_expansion": ("first_answer", "first_answer_and_steps", "all"),
     "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
     "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),

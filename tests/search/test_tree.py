@@ -92,8 +92,14 @@ def test_descend_backtracks_past_dead_subtrees():
 def test_filter_candidates_dedup_and_first_answer():
     c = ["a<end_of_step>", "a<end_of_step>", "x \\boxed{1}<end_of_answer>", "b<end_of_step>",
          "y \\boxed{2}<end_of_answer>"]
-    assert T.filter_candidates(c, True) == [0, 2, 3]
-    assert T.filter_candidates(c, False) == [0, 2, 3, 4]
+    # The reference: an answer among the candidates is the node's only child.
+    assert T.filter_candidates(c) == [2]
+    assert T.filter_candidates(c, "first_answer") == [2]
+    assert T.filter_candidates(c, "first_answer_and_steps") == [0, 2, 3]
+    assert T.filter_candidates(c, "all") == [0, 2, 3, 4]
+    assert T.filter_candidates(c[:2] + c[3:4]) == [0, 2]  # no answer: every distinct step
+    with pytest.raises(ValueError, match="answer_expansion"):
+        T.filter_candidates(c, "first")
 
 
 def test_tags_depth_and_error_inheritance():
