@@ -386,13 +386,32 @@ class EvalConfig:
     # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
     # the reference README's majority over the top `top_k_vote`, or votes.
     mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
-    # Rollouts of the mcts_ppm method (None: `mcts.rollouts`, the search
-    # budget); the paper searches 64 rollouts per test problem.
-    mcts_rollouts: Optional[int] = None
     chunk_size: int = 16  # problems per runner call; each finished chunk is saved
     processbench_dir: Optional[str] = None  # ProcessBench <subset>.json files
     processbench_tune_subset: str = "gsm8k"  # threshold chosen here, reported on all
     processbench_threshold: Optional[float] = None  # fixed threshold (skips tuning)
+
+
+@dataclass(frozen=True)
+class InferenceEvalConfig:
+    """The inference protocol of every evaluation (spec section 4).
+
+    Evaluation searches with these values, never the round's training-data
+    search config (`mcts`), so every round's policy + PPM is measured the
+    same way; prompts are zero-shot (the format the policy and PPM were
+    trained on). Defaults: the paper's (32 candidates per step, 64
+    trajectories), the PPM scoring new leaves as in the reference's
+    inference config. `max_depth`, `c_puct` and the step limits are the
+    same in every round and come from `mcts`.
+    """
+
+    rollouts: int = 64  # MCTS+PPM rollouts (trajectories) per test problem
+    candidates: int = 32  # candidates per step
+    ppm_init_value: bool = True  # the PPM gives every new leaf its initial value
+    errors_threshold: int = 1  # the trained policy's (round 1's search uses 2)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
 
 
 @dataclass(frozen=True)
@@ -431,6 +450,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evolve: EvolveConfig = field(default_factory=EvolveConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inference_eval: InferenceEvalConfig = field(default_factory=InferenceEvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
