@@ -80,7 +80,9 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     param_dtype: str = "float32"  # float32 | bfloat16
     compute_dtype: str = "float32"  # float32 | bfloat16
-    remat: bool = False
+    # Training: rematerialise each decoder block (models/decoder.py):
+    # none | full (recompute the block) | dots_saveable (keep matmul outputs).
+    remat: str = "none"
     hf_dir: Optional[str] = None  # HF model directory (config.json + weights)
     tokenizer_dir: Optional[str] = None  # HF tokenizer directory
     checkpoint: Optional[str] = None  # our checkpoint directory to load
@@ -106,7 +108,6 @@ class PPMConfig:
     score_scale: float = 5.0
     train_on_raw: bool = False  # BT loss on the raw output (the reference)
     checkpoint: Optional[str] = None
-    init_from: str = "policy"  # policy | base  (spec section 6)
 
 
 @dataclass(frozen=True)
@@ -226,9 +227,6 @@ class ExecutorConfig:
     """The sandboxed process pool that runs step code (spec section 3)."""
 
     num_workers: int = 2
-    # Workers are fresh interpreters with a minimal environment (spawn); forkserver
-    # would inherit this process's environment (secrets), so it is not offered.
-    start_method: str = "spawn"  # spawn
     timeout_s: float = 30.0
     memory_limit_mb: int = 2048
     cpu_limit_s: int = 60
@@ -335,7 +333,6 @@ class EvolveConfig:
     """Self-evolution rounds (spec section 1)."""
 
     round: int = 1
-    num_rounds: int = 4
     # Per-round config files (relative to this file's directory); empty
     # means this file is itself the config of one round.
     rounds: List[str] = field(default_factory=list)
@@ -418,7 +415,6 @@ class InferenceEvalConfig:
 class CheckpointConfig:
     """Orbax checkpointing."""
 
-    dir: Optional[str] = None
     keep: int = 3
     save_every: int = 500
     async_save: bool = True
@@ -431,7 +427,6 @@ class LoggingConfig:
 
     level: str = "INFO"
     progress: bool = True  # progress bars (only on a TTY)
-    jsonl: bool = True
 
 
 @dataclass(frozen=True)
@@ -460,15 +455,14 @@ CHOICES: Dict[str, tuple] = {
     "model.family": ("qwen2", "llama"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.compute_dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots_saveable"),
     "ppm.score_transform": ("none", "tanh", "tanh_scaled"),
-    "ppm.init_from": ("policy", "base"),
     "mesh.distributed.enabled": ("auto", "on", "off"),
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
     "mcts.answer_expansion": ("first_answer", "first_answer_and_steps", "all"),
     "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
-    "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),

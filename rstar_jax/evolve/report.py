@@ -5,7 +5,8 @@ solved by search, the policy's greedy accuracy and MCTS+PPM accuracy on the
 held-out test set, the PPM's pair accuracy, and PPM-selected answers vs
 majority vote vs greedy at equal trajectory counts. `report.json`:
 
-  {"base": {"greedy_acc": ...},
+  {"run_name": "demo",  (the config's `run_name`)
+   "base": {"greedy_acc": ...},
    "rounds": [{"round": 1, "solved_share": ..., "greedy_acc": ..., "mcts_ppm_acc": ...,
                "ppm_pair_acc": ..., "majority_acc": ..., "ppm_selected_acc": ...,
                "trajectories": ...,
@@ -93,7 +94,8 @@ def build_report(run_dir: str, plan) -> Dict[str, Any]:
         rounds.append({"round": rnd, **{k: metrics.get(k) for k in ROUND_KEYS},
                        "protocol": details.get("protocol"),
                        "ppm_margins": details.get("ppm_margins")})
-    return {"base": {"greedy_acc": base_metrics.get("greedy_acc")}, "rounds": rounds,
+    return {"run_name": plan[0].cfg.run_name if plan else None,
+            "base": {"greedy_acc": base_metrics.get("greedy_acc")}, "rounds": rounds,
             "protocols": _protocols(rounds), "wall_s": round(total_wall, 3), "notes": notes}
 
 
@@ -185,7 +187,7 @@ def _markdown(report: Dict[str, Any]) -> str:
         rows.append("| " + " | ".join([str(r["round"])] + [_pct(r[k]) for k in ROUND_KEYS[:-1]] + [traj])
                     + " |")
     return "\n".join([
-        "# Self-evolution report", "",
+        f"# Self-evolution report: {report.get('run_name') or 'run'}", "",
         "Percentages. `solved`: share of training problems with a correct search trajectory "
         "(paper Table 2). `greedy`, `mcts+ppm`: policy and policy+PPM accuracy on the held-out "
         "test set (Tables 3, 6). `ppm pairs`: PPM pair accuracy on held-out pairs. `majority`, "

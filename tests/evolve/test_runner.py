@@ -28,7 +28,7 @@ def configs(tmp_path):
     cfg_dir.mkdir()
     fns = "\n".join(f"    {s}: evolve_fakes:{'evaluate' if s == 'eval' else s}" for s in FAKES)
     (cfg_dir / "base.yaml").write_text(
-        "# fake base\ndata:\n  source: arith\n  arith_count: 8\n  arith_test_count: 4\n"
+        "# fake base\nrun_name: fake-run\ndata:\n  source: arith\n  arith_count: 8\n  arith_test_count: 4\n"
         f"evolve:\n  stage_functions:\n{fns}\n")
     (cfg_dir / "evolve.yaml").write_text(
         "# fake evolve\nbase_config: base.yaml\nevolve:\n  round: 0\n"
@@ -142,6 +142,7 @@ def test_report_states_the_protocol_and_where_the_ppm_fails(configs, tmp_path, c
     report = run_evolve(configs, run)
     assert report["protocols"] == [{"rounds": [1, 2, 3, 4], **_default_protocol()}]
     md = open(os.path.join(run, "report.md")).read()
+    assert md.startswith("# Self-evolution report: fake-run\n") and report["run_name"] == "fake-run"
     assert ("Evaluation protocol (rounds 1-4): MCTS+PPM with 64 rollouts x 32 candidates per "
             "step, PPM values for new leaves on") in md
     assert "zero-shot prompt" in md and "NOT evaluated the same way" not in md
