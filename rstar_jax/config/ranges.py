@@ -127,6 +127,7 @@ RANGES: Dict[str, Range] = {
     "mcts.errors_threshold": ONE_UP,
     "mcts.unsolved_rollouts": NONNEG,
     "mcts.unsolved_seeds": NONNEG,
+    "mcts.unsolved_max_rollouts": NONNEG,  # 0: no extension
     "mcts.trees_in_flight": ONE_UP,
     "mcts.beam_width": ONE_UP,
     "mcts.best_of_n": ONE_UP,
@@ -138,6 +139,12 @@ RANGES: Dict[str, Range] = {
     "mcts.ppm_pairs_one_side_max": ONE_UP,
     "mcts.ppm_min_margin": Range(0.0, 2.0),  # Q values lie in [-1, 1]
     "mcts.ppm_min_edit_distance": NONNEG,
+    "inference_eval.rollouts": ONE_UP,
+    "inference_eval.candidates": ONE_UP,
+    "inference_eval.errors_threshold": ONE_UP,
+    "inference_eval.temperature": Range(0.0, 100.0),  # 0: greedy
+    "inference_eval.top_p": Range(0.0, 1.0, lo_open=True),
+    "inference_eval.top_k": NONNEG,  # 0: off
     "executor.num_workers": Range(1, 1024),
     "executor.timeout_s": SECONDS,
     # A worker imports numpy and sympy under this address-space cap.
@@ -148,7 +155,6 @@ RANGES: Dict[str, Range] = {
     "executor.max_output_chars": ONE_UP,
     "executor.observation_chars": ONE_UP,
     "executor.cache_size": NONNEG,  # 0: no cache
-    "executor.sandbox_uid_base": Range(1000, 2**32 - 2**16),
     "executor.tmp_size_mb": ONE_UP,
     "executor.prefix_snapshots": NONNEG,  # 0: off
     "executor.screen_max_chars": NONNEG,
@@ -174,14 +180,12 @@ RANGES: Dict[str, Range] = {
     "train.eval_fraction": Range(0.0, 1.0, hi_open=True),
     "train.peak_flops": NONNEG,  # 0: MFU not reported
     "evolve.round": NONNEG,  # 0: the base model's stages
-    "evolve.num_rounds": ONE_UP,
     **_optim("evolve.pretrain"),
     "eval.k": ONE_UP,
     "eval.limit": ONE_UP,
     "eval.bootstrap_samples": NONNEG,  # 0: no confidence interval
     "eval.top_k_vote": ONE_UP,
     "eval.grade_timeout_s": SECONDS,
-    "eval.mcts_rollouts": ONE_UP,
     "eval.chunk_size": ONE_UP,
     "eval.processbench_threshold": FINITE,
     "checkpoint.keep": ONE_UP,

@@ -81,7 +81,9 @@ class ModelConfig:
     tie_word_embeddings: bool = True
     param_dtype: str = "float32"  # float32 | bfloat16
     compute_dtype: str = "float32"  # float32 | bfloat16
-    remat: bool = False
+    # Training: rematerialise each decoder block (models/decoder.py):
+    # none | full (recompute the block) | dots_saveable (keep matmul outputs).
+    remat: str = "none"
     hf_dir: Optional[str] = None  # HF model directory (config.json + weights)
     tokenizer_dir: Optional[str] = None  # HF tokenizer directory
     checkpoint: Optional[str] = None  # our checkpoint directory to load
@@ -110,7 +112,6 @@ class PPMConfig:
     score_scale: float = 5.0
     train_on_raw: bool = False  # BT loss on the raw output (the reference)
     checkpoint: Optional[str] = None
-    init_from: str = "policy"  # policy | base  (spec section 6)
 
 
 @dataclass(frozen=True)
@@ -179,16 +180,25 @@ class MCTSConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0  # 0: off
-    max_new_tokens_per_step: int = 512
+    max_new_tokens_per_step: int = 2048  # the reference's step limit
+    # A step the engine cut off without a stop string is a terminal worth -1
+    # (ours; the reference keeps it as an ordinary step).
+    incomplete_step_terminal: bool = False
     errors_threshold: int = 2
     # Where terminal values come from: `gold` (training-data generation,
     # +1/-1 from the gold answer) or `ppm` (inference, no gold answer).
     terminal_value: str = "gold"  # gold | ppm
     ppm_init_value: bool = False  # PPM-augmented (rounds 3-4)
-    keep_first_answer_only: bool = True  # the reference's rule
+    # Candidates kept when some end with a final answer (search/tree.py):
+    # first_answer (the reference: that answer is the only child) |
+    # first_answer_and_steps (also the non-answer steps) | all.
+    answer_expansion: str = "first_answer"
     second_tree_for_unsolved: bool = False
     unsolved_rollouts: int = 0  # extra rollouts for unsolved problems
     unsolved_seeds: int = 0  # extra independent trees for unsolved problems
+    # A tree that used its rollouts without solving its problem goes on up to
+    # this many (0: no extension); round 4: 64, then up to 128 (spec section 4).
+    unsolved_max_rollouts: int = 0
     trees_in_flight: int = 64
     # Run one cohort's step code while the engine generates for the other.
     overlap_execution: bool = True
@@ -221,9 +231,6 @@ class ExecutorConfig:
     """The sandboxed process pool that runs step code (spec section 3)."""
 
     num_workers: int = 2
-    # Workers are fresh interpreters with a minimal environment (spawn); forkserver
-    # would inherit this process's environment (secrets), so it is not offered.
-    start_method: str = "spawn"  # spawn
     timeout_s: float = 30.0
     memory_limit_mb: int = 2048
     cpu_limit_s: int = 60
@@ -233,9 +240,6 @@ class ExecutorConfig:
     observation_chars: int = 1024
     preload_modules: List[str] = field(default_factory=lambda: ["math", "numpy", "sympy", "fractions"])
     cache_size: int = 100_000
-    no_network: bool = True
-    drop_privileges: bool = True  # unused since the bwrap sandbox (execution/isolation.py)
-    sandbox_uid_base: int = 1_900_000_000  # unused since the bwrap sandbox
     tmp_size_mb: int = 256  # size of each worker's private /tmp (tmpfs)
     # Without kernel isolation (no user namespaces, no bubblewrap, no seccomp)
     # the pool refuses to run model code, naming what is missing; true runs it
@@ -334,7 +338,6 @@ class EvolveConfig:
     """Self-evolution rounds (spec section 1)."""
 
     round: int = 1
-    num_rounds: int = 4
     # Per-round config files (relative to this file's directory); empty
     # means this file is itself the config of one round.
     rounds: List[str] = field(default_factory=list)
@@ -385,9 +388,6 @@ class EvalConfig:
     # Answer choice of mcts_ppm (spec section 4): the paper's top PPM score,
     # the reference README's majority over the top `top_k_vote`, or votes.
     mcts_selection: str = "top_score"  # top_score | top_k_majority | weighted | majority
-    # Rollouts of the mcts_ppm method (None: `mcts.rollouts`, the search
-    # budget); the paper searches 64 rollouts per test problem.
-    mcts_rollouts: Optional[int] = None
     # best_of_n / beam / mcts_ppm without a trained PPM (no ppm.checkpoint) are
     # refused; true runs them with a fresh value head and says so in the report.
     allow_untrained_ppm: bool = False
@@ -398,10 +398,31 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class InferenceEvalConfig:
+    """The inference protocol of every evaluation (spec section 4).
+
+    Evaluation searches with these values, never the round's training-data
+    search config (`mcts`), so every round's policy + PPM is measured the
+    same way; prompts are zero-shot (the format the policy and PPM were
+    trained on). Defaults: the paper's (32 candidates per step, 64
+    trajectories), the PPM scoring new leaves as in the reference's
+    inference config. `max_depth`, `c_puct` and the step limits are the
+    same in every round and come from `mcts`.
+    """
+
+    rollouts: int = 64  # MCTS+PPM rollouts (trajectories) per test problem
+    candidates: int = 32  # candidates per step
+    ppm_init_value: bool = True  # the PPM gives every new leaf its initial value
+    errors_threshold: int = 1  # the trained policy's (round 1's search uses 2)
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Orbax checkpointing."""
 
-    dir: Optional[str] = None
     keep: int = 3
     save_every: int = 500
     async_save: bool = True
@@ -437,6 +458,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evolve: EvolveConfig = field(default_factory=EvolveConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inference_eval: InferenceEvalConfig = field(default_factory=InferenceEvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -446,14 +468,14 @@ CHOICES: Dict[str, tuple] = {
     "model.family": ("qwen2", "llama"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.compute_dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots_saveable"),
     "ppm.score_transform": ("none", "tanh", "tanh_scaled"),
-    "ppm.init_from": ("policy", "base"),
     "mesh.distributed.enabled": ("auto", "on", "off"),
     "engine.truncation": ("error", "left", "right"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
+    "mcts.answer_expansion": ("first_answer", "first_answer_and_steps", "all"),
     "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
-    "executor.start_method": ("spawn",),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),

@@ -11,6 +11,10 @@ of the config (spec section 4):
   mcts_ppm   `mcts.mode=mcts`, `mcts.terminal_value=ppm`: MCTS whose answer
              steps are valued by the PPM; answer per `eval.mcts_selection`.
 
+Every method searches under `inference_eval` (rollouts, candidates per step,
+sampling, PPM leaf values, error threshold), the same in every round, with
+the zero-shot prompt.
+
 Every final-answer or dead-end leaf of the trees is a candidate: its text is
 the partial solution, its answer the node's `final_answer` (None for a
 dead end), its score the node's PPM value. Generated tokens are counted by
@@ -44,10 +48,21 @@ class MethodUnavailable(RuntimeError):
 
 
 def method_config(method: str, cfg):
-    """`cfg` with the `mcts` section set for `method` (see module docstring)."""
+    """`cfg` with the `mcts` section set for `method` (see module docstring).
+
+    Budgets, sampling and the PPM's role come from `cfg.inference_eval`, the
+    one inference protocol of every round, never from the round's
+    training-data search settings; prompts are zero-shot (the few-shot
+    prompt belongs to the round-1 bootstrap search only).
+    """
     from rstar_jax.config.schema import replace
 
-    m = cfg.mcts
+    p = cfg.inference_eval
+    m = replace(cfg.mcts, few_shot=False, few_shot_path=None, candidates=p.candidates,
+                rollouts=p.rollouts, ppm_init_value=False, errors_threshold=p.errors_threshold,
+                temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                second_tree_for_unsolved=False, unsolved_seeds=0, unsolved_rollouts=0,
+                unsolved_max_rollouts=0)
     if method == "greedy":
         m = replace(m, mode="greedy")
     elif method in ("majority", "best_of_n"):
@@ -55,11 +70,21 @@ def method_config(method: str, cfg):
     elif method == "beam":
         m = replace(m, mode="beam")
     elif method == "mcts_ppm":
-        m = replace(m, mode="mcts", terminal_value="ppm",
-                    rollouts=cfg.eval.mcts_rollouts or m.rollouts)
+        m = replace(m, mode="mcts", terminal_value="ppm", ppm_init_value=p.ppm_init_value)
     else:
         raise ValueError(f"unknown method {method!r}")
     return replace(cfg, mcts=m)
+
+
+def protocol(cfg) -> Dict[str, object]:
+    """The evaluation protocol as stated in reports (`method_config`'s inputs)."""
+    p = cfg.inference_eval
+    return {"rollouts": p.rollouts, "candidates": p.candidates,
+            "ppm_init_value": p.ppm_init_value, "errors_threshold": p.errors_threshold,
+            "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k,
+            "trajectories": cfg.eval.k, "selection": cfg.eval.mcts_selection,
+            "max_depth": cfg.mcts.max_depth, "max_new_tokens_per_step": cfg.mcts.max_new_tokens_per_step,
+            "prompt": "zero-shot"}
 
 
 class CountingEngine:

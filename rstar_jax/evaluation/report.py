@@ -73,6 +73,61 @@ def benchmark_summary(
     return out
 
 
+def ppm_margins(results: Sequence[ProblemResult], grade: Optional[metrics.Grade] = None,
+                *, level_key: str = "level") -> Dict[str, Dict[str, object]]:
+    """Where the PPM fails: per level, how it scores right against wrong answers.
+
+    Over each problem's scored candidates that carry an answer, a problem
+    is *mixed* when some are right and some wrong; its margin is the best
+    right candidate's PPM score minus the best wrong one's (> 0: the PPM's
+    top choice is right). Per level (`meta[level_key]`, "?" when absent)
+    and over all (`"all"`): `problems` (with scores), `mixed`, `mean_margin`
+    and `median_margin` over mixed problems, `right_first` (share of mixed
+    problems whose top-scored candidate is right), and `all_right` /
+    `all_wrong` (problems where the choice cannot matter). None where no
+    problem is mixed.
+    """
+    cg = metrics.CachedGrader(grade)
+    groups: Dict[str, List[tuple]] = {}
+    for r in results:
+        if r.gold is None or r.scores is None:
+            continue
+        gold = tuple(r.gold) if isinstance(r.gold, list) else r.gold
+        scored = [(float(s), cg(p, gold)) for p, s in zip(r.preds, r.scores) if p is not None]
+        level = r.meta.get(level_key)
+        level = "?" if level is None else str(level)
+        for key in (level, "all"):
+            groups.setdefault(key, []).append(tuple(scored))
+    out: Dict[str, Dict[str, object]] = {}
+    for key in sorted(groups, key=lambda k: (k == "all", k)):
+        margins, first = [], []
+        right = wrong = 0
+        for scored in groups[key]:
+            good = [s for s, ok in scored if ok]
+            bad = [s for s, ok in scored if not ok]
+            if good and bad:
+                margins.append(max(good) - max(bad))
+                first.append(max(good) > max(bad))
+            elif good:
+                right += 1
+            elif bad:
+                wrong += 1
+        out[key] = {
+            "problems": len(groups[key]), "mixed": len(margins), "all_right": right,
+            "all_wrong": wrong,
+            "mean_margin": round(float(sum(margins) / len(margins)), 4) if margins else None,
+            "median_margin": round(float(_median(margins)), 4) if margins else None,
+            "right_first": round(sum(first) / len(first), 4) if first else None,
+        }
+    return out
+
+
+def _median(xs: Sequence[float]) -> float:
+    ys = sorted(xs)
+    mid = len(ys) // 2
+    return ys[mid] if len(ys) % 2 else (ys[mid - 1] + ys[mid]) / 2
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 

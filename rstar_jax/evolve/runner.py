@@ -105,6 +105,8 @@ def run_stage(spec: StageSpec, run_dir: str, revision: Optional[str]) -> Dict[st
         "counts": dict(result.get("counts", {})),
         "metrics": dict(result.get("metrics", {})),
         "notes": list(result.get("notes", [])),
+        # Structured results beyond flat metrics (eval: protocol, PPM margins).
+        "details": dict(result.get("details", {})),
         "timings": {"started": started, "finished": _now(), "wall_s": round(wall, 3)},
         "git_revision": revision,
     }

@@ -225,10 +225,14 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
     Round 0 measures the base model's greedy accuracy only. Later rounds run
     greedy, best-of-k (`eval.k` sampled trajectories: the PPM's top-scored
     answer and the majority vote over the *same* trajectories) and MCTS
-    with the round's PPM, through `rstar_jax.evaluation.evaluate_methods`.
+    with the round's PPM, through `rstar_jax.evaluation.evaluate_methods`,
+    under the one protocol of `inference_eval` (zero-shot prompts). The
+    manifest's `details` state that protocol and, per level, how the PPM
+    scores right against wrong answers (`evaluation.report.ppm_margins`).
     """
     from rstar_jax.data.problems import read_problems
     from rstar_jax.evaluation.harness import evaluate_methods
+    from rstar_jax.evaluation.methods import protocol
 
     if ctx.round == 0:
         test = ctx.output(0, "world", "test", required=False)
@@ -239,7 +243,8 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
                 "metrics": {"greedy_acc": _frac(res["greedy"], "accuracy")}}
     problems_ = read_problems(ctx.problems("test"))
     cfg = with_ppm(model_overrides(ctx.cfg, ctx.policy(), ctx.tokenizer_dir()), ctx.ppm())
-    res = evaluate_methods(cfg, problems_, ["greedy", "best_of_n", "mcts_ppm"], ctx.out_dir)
+    scored = ("best_of_n", "mcts_ppm")
+    res = evaluate_methods(cfg, problems_, ["greedy", *scored], ctx.out_dir)
     bon = res["best_of_n"]
     metrics = {
         "greedy_acc": _frac(res["greedy"], "accuracy"),
@@ -248,7 +253,22 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
         "majority_acc": _frac(bon, "maj@k"),
         "trajectories": bon.get("k") or ctx.cfg.eval.k,
     }
-    return {"counts": {"test": len(problems_)}, "metrics": metrics}
+    details = {"protocol": protocol(cfg),
+               "ppm_margins": {m: _margins(ctx, cfg, m) for m in scored}}
+    return {"counts": {"test": len(problems_)}, "metrics": metrics, "details": details}
+
+
+def _margins(ctx: StageContext, cfg: Config, method: str) -> Dict[str, Any]:
+    """Per-level PPM margins of `method`'s stored candidates (evaluation/report.py)."""
+    import functools
+
+    from rstar_jax.evaluation.report import ppm_margins
+    from rstar_jax.evaluation.results import ResultStore
+    from rstar_jax.execution.grading import grade
+
+    results = ResultStore(os.path.join(ctx.out_dir, method, "test", "results.jsonl")).load()
+    return ppm_margins(list(results.values()),
+                       functools.partial(grade, timeout_s=cfg.eval.grade_timeout_s))
 
 
 def _test_problems(ctx: StageContext):

@@ -156,7 +156,7 @@ class _Worker:
                                                if cfg.preload_grading else [])
         forks = sandbox is None or sandbox.forks
         bpf = seccomp_program(forks)[0] if sandbox is not None else None
-        static = {"no_network": cfg.no_network, "preload_modules": preload,
+        static = {"preload_modules": preload,
                   "memory_limit_mb": cfg.memory_limit_mb, "cpu_limit_s": cfg.cpu_limit_s,
                   "file_size_limit_mb": cfg.file_size_limit_mb, "max_processes": cfg.max_processes,
                   "max_output_chars": cfg.max_output_chars, "observation_chars": cfg.observation_chars,

@@ -141,11 +141,32 @@ def _check_supported_hf(hf: dict) -> None:
         raise ValueError(f"activation {hf.get('hidden_act')!r} is not supported (need silu)")
 
 
+# Rematerialisation of each decoder block in training (`model.remat`): `none`
+# keeps every activation for the backward pass; `full` keeps only each
+# block's input and recomputes the rest; `dots_saveable` keeps the matmul
+# outputs and recomputes the cheap elementwise work between them.
+REMAT_POLICIES = {"none": None, "full": None,
+                  "dots_saveable": jax.checkpoint_policies.dots_saveable}
+
+
+def _block_call(layer, x, positions, segment_ids):
+    return layer(x, positions, None, segment_ids)[0]
+
+
+def set_remat(model: nnx.Module, policy: str) -> nnx.Module:
+    """Sets the rematerialisation policy of `model`'s decoder (a Policy or PPM)."""
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"model.remat must be one of {sorted(REMAT_POLICIES)}, not {policy!r}")
+    model.model.remat = policy
+    return model
+
+
 class Decoder(nnx.Module):
     """Embedding + blocks + final norm. Returns hidden states."""
 
     def __init__(self, arch: ArchConfig, *, rngs: nnx.Rngs):
         self.arch = arch
+        self.remat = "none"  # set_remat; only cache-free (training) calls rematerialise
         self.embed = _param(rngs, (arch.vocab_size, arch.hidden_size), ("vocab", "embed"),
                             arch.param_dtype, scale=0.02)
         self.layers = nnx.List([Block(arch, rngs=rngs) for _ in range(arch.num_layers)])
@@ -163,7 +184,12 @@ class Decoder(nnx.Module):
         x = jnp.take(self.embed[...], tokens, axis=0).astype(self.arch.dtype)
         x = constrain(x, ("activation_batch", "activation_length", "activation_embed"))
         new_cache: Optional[KVCache] = [] if cache is not None else None
+        remat = getattr(self, "remat", "none") if cache is None else "none"
         for i, layer in enumerate(self.layers):
+            if remat != "none":
+                x = nnx.remat(_block_call, policy=REMAT_POLICIES[remat])(
+                    layer, x, positions, segment_ids)
+                continue
             x, layer_cache = layer(x, positions, None if cache is None else cache[i], segment_ids)
             if new_cache is not None:
                 new_cache.append(layer_cache)

@@ -67,6 +67,18 @@ def tree_budgets(mcts_cfg) -> List[int]:
     return [mcts_cfg.rollouts] + [mcts_cfg.unsolved_rollouts or mcts_cfg.rollouts] * extra
 
 
+def extended_budget(mcts_cfg, budget: int) -> int:
+    """Rollouts a tree that used `budget` without solving its problem may go on to.
+
+    Round 4 (spec section 4): 64 rollouts, then up to 128 for an unsolved
+    problem (`mcts.unsolved_max_rollouts`), in each of its trees; `budget`
+    when there is no extension (or no gold answer to call a problem unsolved).
+    """
+    if mcts_cfg.terminal_value != "gold":
+        return budget
+    return max(budget, mcts_cfg.unsolved_max_rollouts)
+
+
 class MCTSDriver:
     """Runs MCTS for a stream of problems (see module docstring).
 
@@ -176,7 +188,14 @@ class MCTSDriver:
                 return
 
     def _tree_done(self, slot: _Slot, on_done) -> Optional[_Slot]:
-        """Starts the next tree of an unsolved problem, or reports the problem."""
+        """Extends an unsolved tree that used its budget (`extended_budget`),
+        starts the next tree of an unsolved problem, or reports the problem."""
+        unsolved = not any(T.is_solved(t) for t in slot.done + [slot.tree])
+        more = extended_budget(self.mcts, slot.budget)
+        if unsolved and slot.tree.rollouts >= slot.budget and more > slot.budget \
+                and not slot.tree.root.terminal:
+            slot.budget, slot.cursor = more, 0
+            return slot
         slot.done.append(slot.tree)
         nxt = len(slot.done)
         solved = any(T.is_solved(t) for t in slot.done)

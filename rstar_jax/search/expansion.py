@@ -151,9 +151,12 @@ class Expander:
         uniq: Dict[str, int] = {}
         for job, comps in zip(jobs, outputs):
             cand = [c.text for c in comps]
-            keep = T.filter_candidates(cand, self.cfg.keep_first_answer_only)
+            keep = T.filter_candidates(cand, self.cfg.answer_expansion)
             texts.append([cand[k] for k in keep])
-            complete.append([comps[k].stop_reason == "stop" or "boxed" in cand[k] for k in keep])
+            # A step cut off without a stop string is a -1 terminal only with
+            # `mcts.incomplete_step_terminal` (the reference has no such rule).
+            complete.append([comps[k].stop_reason == "stop" or "boxed" in cand[k]
+                             or not self.cfg.incomplete_step_terminal for k in keep])
             prefix = job.tree.step_texts(job.leaf)
             progs = [self.hooks.cumulative_program(prefix + [cand[k]]) for k in keep]
             for p in progs:

@@ -175,19 +175,35 @@ def descend(tree: Tree, index: int, c: float, *, backtrack: bool = False) -> Opt
 # --- expansion -----------------------------------------------------------------
 
 
-def filter_candidates(texts: Sequence[str], keep_first_answer_only: bool = True) -> List[int]:
-    """Indices of the candidates to keep: exact duplicates dropped, and (the
-    reference's rule) only the first candidate ending with `<end_of_answer>`.
+# How a node's candidates are kept when some end with a final answer
+# (`mcts.answer_expansion`): the reference keeps only the first answer and
+# drops every other sibling; `first_answer_and_steps` also keeps the
+# non-answer steps; `all` keeps every distinct candidate.
+ANSWER_EXPANSIONS = ("first_answer", "first_answer_and_steps", "all")
+
+
+def filter_candidates(texts: Sequence[str], answer_expansion: str = "first_answer") -> List[int]:
+    """Indices of the candidates to keep (exact duplicates dropped).
+
+    `first_answer` (the reference's rule): if any candidate ends with
+    `<end_of_answer>`, that first answer is the only child.
+    `first_answer_and_steps`: the first answer and the non-answer steps.
+    `all`: every distinct candidate.
     """
+    if answer_expansion not in ANSWER_EXPANSIONS:
+        raise ValueError(f"answer_expansion must be one of {ANSWER_EXPANSIONS}, "
+                         f"not {answer_expansion!r}")
     seen, keep, answer_seen = set(), [], False
     for i, t in enumerate(texts):
         if t in seen:
             continue
         seen.add(t)
-        if keep_first_answer_only and t.rstrip().endswith(END_OF_ANSWER):
+        if answer_expansion != "all" and t.rstrip().endswith(END_OF_ANSWER):
             if answer_seen:
                 continue
             answer_seen = True
+            if answer_expansion == "first_answer":
+                return [i]
         keep.append(i)
     return keep
 

@@ -12,7 +12,8 @@ Three record kinds, one file each (JSON Lines, or one JSON list):
   `pos_count * neg_count` pairs; weighting each by `1 / (pos_count *
   neg_count)` averages the loss over a step's pairs (spec section 6), and
   every step counts once however many pairs it yielded. Optional
-  `pos_q`/`neg_q` give the Q targets of the PQM ablation (default +1/-1).
+  `q_pos`/`q_neg` (the names extraction writes, `data/extract.py`) give the
+  Q targets of the PQM ablation (default +1/-1).
 
 A malformed record (bad JSON, missing or empty fields, bad counts, too long)
 is counted by reason, logged and skipped; a file with no usable record is an
@@ -156,9 +157,9 @@ def _pair(rec: dict, tokenizer, seq_len: int) -> Tuple[List[PairExample], Option
     if max(len(pos), len(neg)) > seq_len:
         return [], f"longer than seq_len ({max(len(pos), len(neg))} > {seq_len})"
     try:
-        pq, nq = float(rec.get("pos_q", 1.0)), float(rec.get("neg_q", -1.0))
+        pq, nq = float(rec.get("q_pos", 1.0)), float(rec.get("q_neg", -1.0))
     except (TypeError, ValueError):
-        return [], "pos_q/neg_q must be numbers"
+        return [], "q_pos/q_neg must be numbers"
     return [PairExample(pos, neg, pair_weight(pc, nc), pq, nq)], None
 
 

@@ -38,6 +38,7 @@ def load_for_training(cfg: Config, kind: str, mesh: Mesh, init_from: Optional[st
     fresh (spec section 6). Without it the config's own source is used
     (`model.checkpoint`, `model.hf_dir`, else a fresh init).
     """
+    from rstar_jax.models.decoder import set_remat
     from rstar_jax.models.loading import load_policy, load_ppm
 
     if init_from and kind == "ppm":
@@ -52,6 +53,7 @@ def load_for_training(cfg: Config, kind: str, mesh: Mesh, init_from: Optional[st
     if len(tok) > model.arch.vocab_size:
         raise ValueError(f"tokenizer has {len(tok)} tokens but the model vocab is "
                          f"{model.arch.vocab_size}")
+    set_remat(model, cfg.model.remat)  # per-block rematerialisation in the train step
     graphdef, params = split_params(model)
     return graphdef, params, tok, model.arch
 

@@ -42,7 +42,7 @@ IGNORED_KEYS = frozenset({
     "engine.num_slots", "engine.decode_steps_per_call", "engine.prefix_cache",
     "engine.prefix_cache_tokens", "engine.prefill_buckets",
     "mcts.trees_in_flight", "mcts.overlap_execution",
-    "executor.num_workers", "executor.start_method", "executor.max_processes",
+    "executor.num_workers", "executor.max_processes",
     "executor.preload_modules",
     "eval.benchmarks", "eval.data_dir", "eval.limit", "eval.chunk_size", "eval.benchmark_dir",
     "eval.levels_path", "eval.bootstrap_samples", "eval.processbench_dir",

@@ -51,8 +51,12 @@ def test_round_inheritance_states_only_changes():
     assert (r3.mcts.rollouts, r3.mcts.candidates, r3.mcts.errors_threshold) == (16, 8, 1)
     assert r3.mcts.ppm_init_value and not r1.mcts.ppm_init_value
     assert r3.mcts.second_tree_for_unsolved
-    assert (r4.mcts.rollouts, r4.mcts.candidates, r4.mcts.unsolved_seeds) == (64, 16, 2)
-    assert r4.mcts.rollouts + r4.mcts.unsolved_rollouts == 128
+    # Round 4: 64 rollouts, then up to 128 for unsolved problems, 2 seeds.
+    from rstar_jax.search.driver import extended_budget, tree_budgets
+
+    assert r4.mcts.candidates == 16
+    assert tree_budgets(r4.mcts) == [64, 64]
+    assert [extended_budget(r4.mcts, b) for b in tree_budgets(r4.mcts)] == [128, 128]
     assert r4.evolve.round == 4
     # Paper constants from the spec hold everywhere.
     for cfg in (r1, r3, r4):

@@ -213,8 +213,29 @@ def test_missing_tree_dir_is_an_error(tmp_path):
         X.extract_to_dir(str(tmp_path), str(tmp_path / "o"), Config())
 
 
-def test_tags_helper_consistency():
-    assert tags_of(MAIN, MAIN.root.children) == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6"]
+def test_tags_in_records_name_the_nodes_they_came_from():
+    """Every PPM record's tags point back at its tree: a step pair's pos/neg
+    tags name the nodes whose texts it holds, children of the node its group
+    names, whose partial solution ends the prompt; a final pair's tags name
+    answer leaves whose root-to-leaf texts follow the question."""
+    by_tag = {n.tag: i for i, n in enumerate(MAIN.nodes)}
+    ex = X.extract_records([record([MAIN])], cfg().mcts, SEP)
+    steps = [r for r in ex.ppm if r["kind"] == "step"]
+    finals = [r for r in ex.ppm if r["kind"] == "final"]
+    assert steps and finals
+    for r in steps:
+        parent = by_tag[r["group"].split("/")[-1]]
+        p, n = by_tag[r["pos_tag"]], by_tag[r["neg_tag"]]
+        assert (MAIN.nodes[p].text, MAIN.nodes[n].text) == (r["pos"], r["neg"])
+        assert MAIN.nodes[p].parent == parent == MAIN.nodes[n].parent
+        assert r["prompt"] == policy_prompt(Q, MAIN.partial_solution(parent), sep=SEP)
+    for r in finals:
+        for side in ("pos", "neg"):
+            tree_index, tag = r[f"{side}_tag"].split(":")
+            leaf = by_tag[tag]
+            assert tree_index == "0" and MAIN.nodes[leaf].terminal_reason == T.FINAL_ANSWER
+            assert MAIN.nodes[leaf].correct is (side == "pos")
+            assert r["prompt"] + r[side] == policy_prompt(Q, MAIN.partial_solution(leaf), sep=SEP)
 
 
 def test_extract_to_dir_is_independent_of_the_order_trees_were_written(tmp_path):

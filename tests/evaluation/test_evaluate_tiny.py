@@ -47,6 +47,9 @@ mcts:
   max_new_tokens_per_step: 12
   beam_width: 2
   trees_in_flight: 8
+inference_eval:
+  rollouts: 2
+  candidates: 2
 executor:
   num_workers: 1
   timeout_s: 5.0

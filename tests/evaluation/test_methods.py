@@ -16,8 +16,12 @@ def make_cfg(**mcts):
     base = dict(rollouts=4, candidates=2, errors_threshold=2, trees_in_flight=2, beam_width=2,
                 temperature=0.8)
     base.update(mcts)
+    # The evaluation protocol at the same small budgets (the PPM values answers only).
+    protocol = dataclasses.replace(
+        cfg.inference_eval, ppm_init_value=False,
+        **{k: base[k] for k in ("rollouts", "candidates", "errors_threshold", "temperature")})
     return dataclasses.replace(
-        cfg, mcts=dataclasses.replace(cfg.mcts, **base),
+        cfg, mcts=dataclasses.replace(cfg.mcts, **base), inference_eval=protocol,
         eval=dataclasses.replace(cfg.eval, k=4, chunk_size=2, bootstrap_samples=50),
         logging=dataclasses.replace(cfg.logging, progress=False))
 
@@ -90,11 +94,56 @@ def test_method_config_views():
     assert maj.mode == "best_of_n" and maj.best_of_n == 4
     m = methods.method_config("mcts_ppm", cfg).mcts
     assert m.mode == "mcts" and m.terminal_value == "ppm"
-    assert m.rollouts == cfg.mcts.rollouts
-    eval_budget = replace(cfg, eval=replace(cfg.eval, mcts_rollouts=3))
-    assert methods.method_config("mcts_ppm", eval_budget).mcts.rollouts == 3
-    # The search budget of the other methods is untouched.
-    assert methods.method_config("greedy", eval_budget).mcts.rollouts == cfg.mcts.rollouts
+
+
+def _round_like(cfg, **mcts):
+    return replace(cfg, mcts=replace(cfg.mcts, **mcts))
+
+
+def test_every_round_is_evaluated_with_the_one_inference_protocol():
+    """The per-round policy + PPM evaluation uses `inference_eval`, not the
+    round's training-data search budgets (issue 19, point 1)."""
+    from rstar_jax.config.schema import Config
+
+    default = Config().inference_eval
+    assert (default.candidates, default.rollouts, default.ppm_init_value) == (32, 64, True)
+    cfg = make_cfg()
+    rounds = [  # the shape of configs/rounds/round{1..4}.yaml's search settings
+        _round_like(cfg, rollouts=8, candidates=5, errors_threshold=2, ppm_init_value=False,
+                    few_shot=True),
+        _round_like(cfg, rollouts=16, candidates=8, errors_threshold=1, ppm_init_value=False,
+                    second_tree_for_unsolved=True, unsolved_rollouts=16),
+        _round_like(cfg, rollouts=16, candidates=8, errors_threshold=1, ppm_init_value=True),
+        _round_like(cfg, rollouts=64, candidates=16, errors_threshold=1, ppm_init_value=True,
+                    unsolved_seeds=1, unsolved_max_rollouts=128, temperature=1.0),
+    ]
+    views = [methods.method_config("mcts_ppm", r).mcts for r in rounds]
+    assert all(v == views[0] for v in views)
+    p = cfg.inference_eval
+    v = views[0]
+    assert (v.rollouts, v.candidates, v.ppm_init_value, v.errors_threshold, v.temperature) == (
+        p.rollouts, p.candidates, p.ppm_init_value, p.errors_threshold, p.temperature)
+    assert not v.few_shot and v.unsolved_seeds == 0 and v.unsolved_max_rollouts == 0
+    # The sampled best-of-N paths too: same sampling in every round.
+    bon = [methods.method_config("best_of_n", r).mcts for r in rounds]
+    assert all(b == bon[0] for b in bon) and bon[0].temperature == p.temperature
+    other = replace(cfg, inference_eval=replace(p, rollouts=3, candidates=2))
+    assert (methods.method_config("mcts_ppm", other).mcts.rollouts,
+            methods.method_config("mcts_ppm", other).mcts.candidates) == (3, 2)
+
+
+def test_evaluation_prompts_are_zero_shot_after_a_few_shot_search():
+    """Round 1 searches with the few-shot bootstrap prompt; its fine-tuned
+    policy is evaluated zero-shot (issue 19, point 2)."""
+    from rstar_jax.data.prompts import make_prompt_fn, policy_prompt
+
+    cfg = _round_like(make_cfg(), few_shot=True)
+    q = "What is 2 + 3?"
+    assert make_prompt_fn(cfg)(q) != policy_prompt(q, sep=cfg.data.assistant_sep)
+    for method in ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"):
+        view = methods.method_config(method, cfg)
+        assert make_prompt_fn(view)(q, "<code>") == policy_prompt(q, "<code>",
+                                                                 sep=cfg.data.assistant_sep)
 
 
 def test_session_rebuilds_when_the_model_changes(monkeypatch):
@@ -140,18 +189,23 @@ def test_counting_engine_attributes_few_shot_prompts():
     assert dict(eng.tokens) == {q1: 4, q2: 2}
 
 
-def test_few_shot_methods_send_and_record_the_few_shot_prompt():
+def test_methods_send_and_record_the_zero_shot_prompt_after_a_few_shot_search():
+    """A round-1 config (few-shot bootstrap search) evaluates zero-shot: every
+    request and every recorded prompt is the plain policy prompt."""
     from search.search_helpers import add_problems
-    from search.test_few_shot_driver import FewShotRecorder
 
     from rstar_jax.data import prompts
 
     cfg = make_cfg()
     cfg = replace(cfg, mcts=replace(cfg.mcts, few_shot=True))
     problems = add_problems(2)
-    engine = FewShotRecorder()
-    results = methods.make_runner(engine, FakeExecutor(), hooks=MOCK_HOOKS)("greedy", problems, cfg)
-    build = prompts.make_prompt_fn(cfg)
-    assert [r.prompt for r in results] == [build(p.question) for p in problems]
-    assert all(p.startswith(prompts.FEW_SHOT_INSTRUCTIONS) for p in engine.prompts)
+    engine = MockEngine(steps=2)
+    sent = []
+    recorder = type("Rec", (), {"generate": lambda self, reqs: (
+        sent.extend(r.prompt for r in reqs), engine.generate(reqs))[1]})()
+    results = methods.make_runner(recorder, FakeExecutor(), hooks=MOCK_HOOKS)("greedy", problems, cfg)
+    sep = cfg.data.assistant_sep
+    assert [r.prompt for r in results] == [prompts.policy_prompt(p.question, sep=sep)
+                                           for p in problems]
+    assert sent and not any(p.startswith(prompts.FEW_SHOT_INSTRUCTIONS) for p in sent)
     assert [r.preds[0] for r in results] == [p.answer for p in problems]

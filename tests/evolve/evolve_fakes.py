@@ -100,6 +100,16 @@ def evaluate(ctx):
     r = ctx.round
     if r == 0:
         return {"metrics": {"greedy_acc": 0.25}}
+    from rstar_jax.evaluation.methods import protocol
+
     return {"metrics": {"greedy_acc": 0.25 + 0.1 * r, "mcts_ppm_acc": 0.35 + 0.1 * r,
                         "majority_acc": 0.3 + 0.1 * r, "ppm_selected_acc": 0.32 + 0.1 * r,
-                        "trajectories": 8}}
+                        "trajectories": 8},
+            "details": {"protocol": protocol(ctx.cfg), "ppm_margins": fake_margins(r)}}
+
+
+def fake_margins(r):
+    """Per-level margins as `evaluation.report.ppm_margins` writes them."""
+    row = {"problems": 4, "mixed": 2, "all_right": 1, "all_wrong": 1,
+           "mean_margin": 0.1 * r - 0.2, "median_margin": 0.05 * r, "right_first": 0.5}
+    return {"best_of_n": {"1": row, "all": row}, "mcts_ppm": {"all": row}}

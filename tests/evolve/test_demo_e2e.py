@@ -16,10 +16,11 @@ REDUCED = [
     "data.arith_corpus_count=600", "evolve.pretrain.max_steps=200", "evolve.pretrain.batch_size=16",
     "train.sft.max_steps=8", "train.ppm.max_steps=8", "mcts.rollouts=4", "mcts.candidates=3",
     "mcts.unsolved_rollouts=0", "mcts.unsolved_seeds=0", "mcts.second_tree_for_unsolved=false",
-    "eval.k=2", "eval.mcts_rollouts=2", "logging.progress=false",
+    "eval.k=2", "inference_eval.rollouts=2", "logging.progress=false",
 ]
 ROUND_KEYS = {"round", "solved_share", "greedy_acc", "mcts_ppm_acc", "ppm_pair_acc", "majority_acc",
               "ppm_selected_acc", "trajectories"}
+DETAIL_KEYS = {"protocol", "ppm_margins"}
 
 
 @pytest.mark.slow
@@ -36,11 +37,17 @@ def test_reduced_embedded_run(tmp_path):
             m = json.loads((run / f"round_{rnd}" / name / "manifest.json").read_text())
             assert m["stage"] == name and m["round"] == rnd and m["timings"]["wall_s"] >= 0
     report = json.loads((run / "report.json").read_text())
-    assert set(report) == {"base", "rounds", "wall_s", "notes"}
+    assert set(report) == {"run_name", "base", "rounds", "protocols", "wall_s", "notes"}
+    assert report["run_name"] == "demo"
+    # One evaluation protocol for every round (inference_eval), stated in the report.
+    assert [g["rounds"] for g in report["protocols"]] == [[1, 2, 3, 4]]
+    assert report["protocols"][0]["rollouts"] == 2 and report["protocols"][0]["prompt"] == "zero-shot"
     assert 0.0 <= report["base"]["greedy_acc"] <= 1.0
     assert [r["round"] for r in report["rounds"]] == [1, 2, 3, 4]
     for r in report["rounds"]:
-        assert set(r) == ROUND_KEYS
+        assert set(r) == ROUND_KEYS | DETAIL_KEYS
+        assert {"1", "2", "all"} <= set(r["ppm_margins"]["best_of_n"])
+        assert r["ppm_margins"]["best_of_n"]["all"]["problems"] == 8
         for key in ROUND_KEYS - {"round", "trajectories"}:
             if r[key] is None and key == "ppm_pair_acc":
                 # Only a round whose search found no pair (said in the notes) has no PPM score.

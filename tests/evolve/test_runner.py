@@ -28,7 +28,7 @@ def configs(tmp_path):
     cfg_dir.mkdir()
     fns = "\n".join(f"    {s}: evolve_fakes:{'evaluate' if s == 'eval' else s}" for s in FAKES)
     (cfg_dir / "base.yaml").write_text(
-        "# fake base\ndata:\n  source: arith\n  arith_count: 8\n  arith_test_count: 4\n"
+        "# fake base\nrun_name: fake-run\ndata:\n  source: arith\n  arith_count: 8\n  arith_test_count: 4\n"
         f"evolve:\n  stage_functions:\n{fns}\n")
     (cfg_dir / "evolve.yaml").write_text(
         "# fake evolve\nbase_config: base.yaml\nevolve:\n  round: 0\n"
@@ -52,10 +52,18 @@ def _manifest(run_dir, rnd, stage):
         return json.load(f)
 
 
+def _default_protocol():
+    from rstar_jax.config.schema import Config
+    from rstar_jax.evaluation.methods import protocol
+
+    return protocol(Config())
+
+
 EXPECTED_ROUNDS = [
     {"round": r, "solved_share": r / 4, "greedy_acc": 0.25 + 0.1 * r, "mcts_ppm_acc": 0.35 + 0.1 * r,
      "ppm_pair_acc": 0.6 + 0.05 * r, "majority_acc": 0.3 + 0.1 * r,
-     "ppm_selected_acc": 0.32 + 0.1 * r, "trajectories": 8}
+     "ppm_selected_acc": 0.32 + 0.1 * r, "trajectories": 8,
+     "protocol": _default_protocol(), "ppm_margins": evolve_fakes.fake_margins(r)}
     for r in (1, 2, 3, 4)
 ]
 
@@ -65,7 +73,10 @@ def _same_rounds(got, expected):
     for g, e in zip(got, expected):
         assert g.keys() == e.keys()
         for k in e:
-            assert g[k] == pytest.approx(e[k]), (g["round"], k)
+            if isinstance(e[k], dict):
+                assert g[k] == e[k], (g["round"], k)
+            else:
+                assert g[k] == pytest.approx(e[k]), (g["round"], k)
 
 
 def test_plan_and_selection(configs):
@@ -124,6 +135,34 @@ def test_full_run_manifests_report_and_skip(configs, tmp_path, capsys):
     assert _calls(run) == before
     assert os.stat(os.path.join(run, "round_3", "sft", "manifest.json")).st_mtime_ns == mtime
     _same_rounds(again["rounds"], EXPECTED_ROUNDS)
+
+
+def test_report_states_the_protocol_and_where_the_ppm_fails(configs, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    report = run_evolve(configs, run)
+    assert report["protocols"] == [{"rounds": [1, 2, 3, 4], **_default_protocol()}]
+    md = open(os.path.join(run, "report.md")).read()
+    assert md.startswith("# Self-evolution report: fake-run\n") and report["run_name"] == "fake-run"
+    assert ("Evaluation protocol (rounds 1-4): MCTS+PPM with 64 rollouts x 32 candidates per "
+            "step, PPM values for new leaves on") in md
+    assert "zero-shot prompt" in md and "NOT evaluated the same way" not in md
+    assert "Evaluation protocol (rounds 1-4)" in capsys.readouterr().out
+    assert "## Where the PPM fails" in md
+    assert "| 3 | sampled | 1 | 4 | 2 | +0.100 | +0.150 | 50.0 | 1 | 1 |" in md
+    assert "| 1 | MCTS | all | 4 | 2 | -0.100 | +0.050 | 50.0 | 1 | 1 |" in md
+    on_disk = json.loads(open(os.path.join(run, "report.json")).read())
+    assert on_disk["rounds"][2]["ppm_margins"] == evolve_fakes.fake_margins(3)
+
+
+def test_report_says_when_rounds_were_evaluated_differently(configs, tmp_path):
+    r3 = os.path.join(os.path.dirname(configs), "r3.yaml")
+    with open(r3, "a") as f:
+        f.write("inference_eval:\n  rollouts: 16\n")
+    report = run_evolve(configs, str(tmp_path / "run"))
+    assert [(g["rounds"], g["rollouts"]) for g in report["protocols"]] == [([1, 2], 64),
+                                                                          ([3, 4], 16)]
+    md = open(os.path.join(str(tmp_path / "run"), "report.md")).read()
+    assert "NOT evaluated the same way" in md and "Evaluation protocol (rounds 3-4)" in md
 
 
 def test_switches_sft_previous_and_ppm_base(configs, tmp_path):

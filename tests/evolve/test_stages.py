@@ -72,10 +72,15 @@ def test_eval_stage_maps_harness_summaries_to_report_metrics(tmp_path, monkeypat
     def evaluate_methods(cfg, problems, methods, out_dir):
         seen.update(methods=list(methods), policy=cfg.model.checkpoint, ppm=cfg.ppm.checkpoint,
                     n=len(problems))
+        for m in ("best_of_n", "mcts_ppm"):  # what the harness stores: scored candidates
+            os.makedirs(os.path.join(out_dir, m, "test"))
+            with open(os.path.join(out_dir, m, "test", "results.jsonl"), "w") as f:
+                f.write(json.dumps({"id": "a", "benchmark": "test", "method": m, "question": "q",
+                                    "gold": "7", "preds": ["7", "8"], "scores": [0.2, 0.5],
+                                    "meta": {"level": 3}}) + "\n")
         return {"greedy": {"accuracy": 37.5}, "mcts_ppm": {"accuracy": 62.5},
                 "best_of_n": {"accuracy": 50.0, "best@k": 50.0, "maj@k": 43.75, "k": 8}}
 
-    _fake_module(monkeypatch, "rstar_jax.evaluation")
     _fake_module(monkeypatch, "rstar_jax.evaluation.harness", evaluate_methods=evaluate_methods)
     run = str(tmp_path)
     ctx = _ctx(tmp_path, "problems")
@@ -89,6 +94,11 @@ def test_eval_stage_maps_harness_summaries_to_report_metrics(tmp_path, monkeypat
                     "ppm": "/m/ppm2", "n": 3}
     assert out["metrics"] == {"greedy_acc": 0.375, "mcts_ppm_acc": 0.625, "ppm_selected_acc": 0.5,
                               "majority_acc": 0.4375, "trajectories": 8}
+    from rstar_jax.evaluation.methods import protocol
+
+    assert out["details"]["protocol"] == protocol(ctx2.cfg)
+    level3 = out["details"]["ppm_margins"]["best_of_n"]["3"]
+    assert (level3["mixed"], level3["mean_margin"], level3["right_first"]) == (1, -0.3, 0.0)
 
 
 def test_sft_and_ppm_stages_start_from_the_right_models(tmp_path, monkeypatch):

@@ -26,10 +26,10 @@ def pool():
 
 
 def _ours(proc) -> bool:
-    """A worker, a program child (forked from a worker) or anything under a sandbox uid."""
+    """A worker, a program child (forked from a worker) or a bubblewrap sandbox."""
     try:
-        return ("rstar_jax.execution" in " ".join(proc.cmdline())
-                or proc.uids().real >= ExecutorConfig().sandbox_uid_base)
+        cmd = " ".join(proc.cmdline())
+        return "rstar_jax.execution" in cmd or "bwrap" in cmd
     except psutil.Error:
         return False
 

@@ -1,6 +1,8 @@
 """The lockstep MCTS driver against the arithmetic mock engine and the fake
 executor: trees written out by hand from the mock's documented behaviour."""
 
+import dataclasses
+
 import pytest
 from search.search_helpers import add_problems, make_cfg, summary
 
@@ -142,6 +144,18 @@ def test_second_tree_for_unsolved_problems():
     assert len(solved.trees) == 1 and solved.solved
 
 
+def test_round4_budget_unsolved_trees_go_on_to_the_extended_budget():
+    """Round 4 (spec section 4): `rollouts`, then up to `unsolved_max_rollouts`
+    while unsolved, in each of the problem's seeds; a solved one stops at `rollouts`."""
+    probs = [Problem(id="u", question="What is 3 + 4?", answer="100")] + add_problems(1)
+    cfg = make_cfg(candidates=3, rollouts=2, unsolved_max_rollouts=5, unsolved_seeds=1,
+                   trees_in_flight=2)
+    unsolved, solved = _run(cfg, probs, MockEngine(steps=3))
+    assert [t.rollouts for t in unsolved.trees] == [5, 5] and not unsolved.solved
+    assert unsolved.seeds[0] != unsolved.seeds[1]
+    assert [t.rollouts for t in solved.trees] == [2] and solved.solved
+
+
 def test_same_seed_same_trees_other_seed_other_trees():
     probs = add_problems(3)
     cfg = dict(candidates=3, rollouts=3, trees_in_flight=2)
@@ -183,3 +197,59 @@ def test_real_execution_hooks_give_the_same_tree():
     assert n["0.1.1"].program == "# Step 1: start\nx = 3 + 0\n# Now print the final answer\nprint(x + 4)"
     assert n["0.1.1"].code == "# Now print the final answer\nprint(x + 4)"
     assert n["0.1.1.1"].final_answer == "7" and n["0.1.1.1"].correct is True
+
+
+class _CutFirstStep:
+    """MockEngine whose first steps come back cut off (no stop string)."""
+
+    def __init__(self):
+        self.inner = MockEngine(steps=2)
+
+    def generate(self, requests):
+        out = self.inner.generate(requests)
+        for r, comps in zip(requests, out):
+            if "<code>" not in r.prompt.split("<|assistant|>")[-1]:
+                for i, c in enumerate(comps):
+                    comps[i] = dataclasses.replace(c, text=c.text[:-len("<end_of_step>")],
+                                                   stop_reason="length", stop_string=None)
+        return out
+
+
+@pytest.mark.parametrize("rule", [False, True])
+def test_a_step_without_stop_string_is_terminal_only_with_the_switch(rule):
+    (res,) = _run(make_cfg(incomplete_step_terminal=rule), add_problems(1), _CutFirstStep())
+    first = [res.trees[0].nodes[i] for i in res.trees[0].root.children]
+    assert first
+    if rule:  # ours: a -1 terminal, the tree dies at its first level
+        assert all(n.terminal_reason == T.INCOMPLETE_STEP and n.value == -1.0 for n in first)
+        assert not res.solved
+    else:  # the reference: an ordinary step, the search goes on below it
+        assert not any(n.terminal for n in first if not n.children) and res.solved
+
+
+class _AnswerAmongSteps:
+    """Root candidates: a step, an answer, another answer; below: the answer."""
+
+    def generate(self, requests):
+        from rstar_jax.inference.types import Completion
+
+        step = Completion(text="<code>\n# Step 1\nx = 7\n<end_of_step>", token_ids=(),
+                          stop_reason="stop", stop_string="<end_of_step>")
+        answers = [Completion(text=f"<answer>\\boxed{{{v}}}<end_of_answer>", token_ids=(),
+                              stop_reason="stop", stop_string="<end_of_answer>") for v in (7, 8)]
+        out = []
+        for r in requests:
+            at_root = "<code>" not in r.prompt.split("<|assistant|>")[-1]
+            out.append([step] + answers if at_root else answers[:1] * r.params.n)
+        return out
+
+
+@pytest.mark.parametrize("rule,kept", [("first_answer", ["<answer>\\boxed{7}<end_of_answer>"]),
+                                       ("first_answer_and_steps",
+                                        ["<code>\n# Step 1\nx = 7\n<end_of_step>",
+                                         "<answer>\\boxed{7}<end_of_answer>"])])
+def test_answer_expansion_keeps_only_the_first_answer_by_default(rule, kept):
+    cfg = make_cfg(candidates=3, rollouts=1, answer_expansion=rule)
+    (res,) = _run(cfg, add_problems(1), _AnswerAmongSteps())
+    tree = res.trees[0]
+    assert [tree.nodes[i].text for i in tree.root.children] == kept

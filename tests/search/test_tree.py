@@ -92,8 +92,14 @@ def test_descend_backtracks_past_dead_subtrees():
 def test_filter_candidates_dedup_and_first_answer():
     c = ["a<end_of_step>", "a<end_of_step>", "x \\boxed{1}<end_of_answer>", "b<end_of_step>",
          "y \\boxed{2}<end_of_answer>"]
-    assert T.filter_candidates(c, True) == [0, 2, 3]
-    assert T.filter_candidates(c, False) == [0, 2, 3, 4]
+    # The reference: an answer among the candidates is the node's only child.
+    assert T.filter_candidates(c) == [2]
+    assert T.filter_candidates(c, "first_answer") == [2]
+    assert T.filter_candidates(c, "first_answer_and_steps") == [0, 2, 3]
+    assert T.filter_candidates(c, "all") == [0, 2, 3, 4]
+    assert T.filter_candidates(c[:2] + c[3:4]) == [0, 2]  # no answer: every distinct step
+    with pytest.raises(ValueError, match="answer_expansion"):
+        T.filter_candidates(c, "first")
 
 
 def test_tags_depth_and_error_inheritance():
@@ -105,6 +111,20 @@ def test_tags_depth_and_error_inheritance():
     assert [t.nodes[i].tag for i in (a, b, c)] == ["0.1", "0.2", "0.2.1"]
     assert t.nodes[c].depth == 2
     assert t.partial_solution(c) == "bc"
+    # A child starts with its parent's error streak; a sibling's is its own.
+    assert t.nodes[c].consecutive_errors == 1 and t.nodes[a].consecutive_errors == 0
+    # The streak goes on through a child that errs again (threshold 2: terminal) ...
+    t.nodes[c].observation = "NameError: name 'y' is not defined"
+    T.apply_terminal_rules(t.nodes[c], t.nodes[b].consecutive_errors, errors_threshold=2,
+                           max_depth=16)
+    assert t.nodes[c].consecutive_errors == 2 and t.nodes[c].terminal_reason == T.TOO_MANY_CODE_ERRORS
+    # ... and ends at one that runs cleanly.
+    d = T.add_child(t, b, "d")
+    assert t.nodes[d].consecutive_errors == 1
+    t.nodes[d].observation = "7"
+    T.apply_terminal_rules(t.nodes[d], t.nodes[b].consecutive_errors, errors_threshold=2,
+                           max_depth=16)
+    assert t.nodes[d].consecutive_errors == 0 and not t.nodes[d].terminal
 
 
 @pytest.mark.parametrize("threshold,parent_errors,terminal", [(1, 0, True), (2, 0, False), (2, 1, True)])

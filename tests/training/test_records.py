@@ -90,3 +90,49 @@ def test_file_with_no_usable_record_is_an_error(tok, tmp_path):
     empty = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(NoUsableRecords):
         load_examples(str(empty), tok, kind="ppm", seq_len=64)
+
+
+def test_pqm_targets_go_from_a_tree_through_extraction_to_the_loss(tok, tmp_path):
+    """The Q values of extraction's pairs are the PQM loss's targets (not
+    the +1/-1 fallback): tree -> extract -> ppm.jsonl -> examples -> batch -> loss."""
+    import jax.numpy as jnp
+
+    from rstar_jax.config.schema import Config
+    from rstar_jax.data.extract import extract_records, write_jsonl
+    from rstar_jax.search import tree as T
+    from rstar_jax.training.pipeline import collate_pairs
+    from rstar_jax.training.steps import pqm_terms
+
+    t = T.Tree()
+    t.root.expanded = True
+    rows = []  # (parent, text, N, W, answer correctness or None)
+    for parent, text, n, w, correct in (
+            (0, "<code>\n# a\n<end_of_step>", 4, 1.2, None),
+            (0, "<code>\n# b\n<end_of_step>", 4, -2.0, None),
+            (1, "\n<answer>\\boxed{7}<end_of_answer>", 1, 1.0, True),
+            (2, "\n<answer>\\boxed{8}<end_of_answer>", 1, -1.0, False)):
+        t.nodes[parent].expanded = True
+        ci = T.add_child(t, parent, text)
+        node = t.nodes[ci]
+        node.N, node.W = n, w
+        if correct is not None:
+            node.terminal, node.terminal_reason, node.correct = True, T.FINAL_ANSWER, correct
+        rows.append(ci)
+    rec = {"id": "p", "question": "What is 3 + 4?", "answer": "7",
+           "trees": [dict(seed=0, **t.to_json())]}
+    ex = extract_records([rec], Config().mcts)
+    step = [r for r in ex.ppm if r["kind"] == "step"]
+    assert len(step) == 1 and (step[0]["q_pos"], step[0]["q_neg"]) == (0.3, -0.5)
+    path = tmp_path / "ppm.jsonl"
+    write_jsonl(str(path), ex.ppm)
+    pairs, skipped = load_examples(str(path), tok, kind="ppm", seq_len=4096)
+    assert skipped == {} and len(pairs) == len(ex.ppm)
+    batch = collate_pairs(pairs, list(range(len(pairs))), 128)
+    expected = np.array([[r["q_pos"], r["q_neg"]] for r in ex.ppm], np.float32)
+    np.testing.assert_allclose(batch["q"], expected)
+    assert not np.all(np.abs(batch["q"]) == 1.0)  # not the outcome-label fallback
+    # Scores equal to the targets cost nothing; +1/-1 scores do not.
+    w = jnp.asarray(batch["weights"])
+    assert float(pqm_terms(jnp.asarray(expected), w, jnp.asarray(batch["q"]))[0]) == 0.0
+    signs = jnp.asarray(np.sign(expected))
+    assert float(pqm_terms(signs, w, jnp.asarray(batch["q"]))[0]) > 0.1
