@@ -19,6 +19,7 @@ scores, tokens), `summary.json`, `report.md`, `accuracy.png`,
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -153,6 +154,15 @@ def levels_table(cfg) -> Optional[Dict[str, Dict[str, object]]]:
     return metrics.load_levels(path) if path else None
 
 
+def _takes_on_done(run_method) -> bool:
+    """Whether a runner reports each finished problem (`on_done=`): the real
+    runners do, so bars move per problem; simple test runners need not."""
+    try:
+        return "on_done" in inspect.signature(run_method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def run_benchmark(
     name: str,
     problems: Sequence[Problem],
@@ -189,9 +199,18 @@ def run_benchmark(
                    every_s=cfg.logging.progress_every_s)
     log_rows = MetricsLog(os.path.join(out_dir, "metrics.jsonl"), cfg.logging.jsonl)
     ran = correct = 0
+    per_problem = _takes_on_done(run_method)
     for start in range(0, len(pending), max(1, chunk_size)):
         chunk = pending[start:start + chunk_size]
-        got = run_method(method, chunk, cfg)
+        ticked = [0, len(chunk)]  # problems of this chunk the bar has counted, of
+
+        def tick(_result, ticked=ticked) -> None:
+            if ticked[0] < ticked[1]:
+                ticked[0] += 1
+                bar.update(1)
+
+        got = (run_method(method, chunk, cfg, on_done=tick) if per_problem
+               else run_method(method, chunk, cfg))
         by_id = {r.id: r for r in got}
         if set(by_id) != {p.id for p in chunk}:
             raise EvaluationError(f"{name}: the {method} runner returned ids "
@@ -209,7 +228,7 @@ def run_benchmark(
         if grade is not None:
             correct += sum(r.chosen is not None and bool(grade(r.chosen, r.gold)) for r in ordered)
             figures["accuracy"] = f"{100.0 * correct / ran:.1f}%"
-        bar.update(len(chunk), **figures)
+        bar.update(len(chunk) - ticked[0], **figures)
         log_rows.write({"benchmark": name, "method": method, "done": bar.n, "total": len(problems),
                         "ran": ran, "correct": correct if grade is not None else None,
                         "accuracy": 100.0 * correct / ran if grade is not None else None,

@@ -163,7 +163,7 @@ def to_result(problem: Problem, trees, method: str, tokens: int, prompt: str,
 def make_runner(engine, executor, scorer=None, hooks=None):
     """A `MethodRunner` over ready-made engine / executor / scorer."""
 
-    def run(method: str, problems: Sequence[Problem], cfg) -> List[ProblemResult]:
+    def run(method: str, problems: Sequence[Problem], cfg, on_done=None) -> List[ProblemResult]:
         from rstar_jax.data.prompts import make_prompt_fn
         from rstar_jax.search.baselines import run_baseline
         from rstar_jax.search.driver import run_mcts
@@ -176,9 +176,10 @@ def make_runner(engine, executor, scorer=None, hooks=None):
         use_scorer = scorer if method in NEEDS_PPM else (
             ConstantScorer() if method == "majority" else None)
         if mcfg.mcts.mode == "mcts":
-            found = run_mcts(mcfg, problems, counter, executor, use_scorer, hooks)
+            found = run_mcts(mcfg, problems, counter, executor, use_scorer, hooks, on_done=on_done)
         else:
-            found = run_baseline(mcfg, problems, counter, executor, use_scorer, hooks)
+            found = run_baseline(mcfg, problems, counter, executor, use_scorer, hooks,
+                                 on_done=on_done)
         by_id = {r.problem.id: r for r in found}
         return [to_result(p, by_id[p.id].trees, method, counter.tokens.get(p.question, 0),
                           prompt_of(p.question),
@@ -223,8 +224,9 @@ def close_session() -> None:
     _SESSION.clear()
 
 
-def run_method(method: str, problems: Sequence[Problem], cfg) -> List[ProblemResult]:
-    """Runs `method` on `problems` with the configured models."""
+def run_method(method: str, problems: Sequence[Problem], cfg, on_done=None) -> List[ProblemResult]:
+    """Runs `method` on `problems` with the configured models; `on_done`
+    (optional) is called with each problem's search result as it finishes."""
     engine, executor, scorer = _session(cfg, method in NEEDS_PPM)
-    return make_runner(engine, executor, scorer)(method, problems, cfg)
+    return make_runner(engine, executor, scorer)(method, problems, cfg, on_done)
 

@@ -206,12 +206,20 @@ class MCTSDriver:
         return None
 
 
-def run_mcts(cfg, problems, engine, executor, scorer=None, hooks=None) -> List[ProblemResult]:
-    """Convenience: all results, in problem order."""
+def run_mcts(cfg, problems, engine, executor, scorer=None, hooks=None,
+             on_done: Optional[Callable[[ProblemResult], None]] = None) -> List[ProblemResult]:
+    """Convenience: all results, in problem order; `on_done` (optional) is
+    called as each problem finishes (progress bars)."""
     out = {}
     driver = MCTSDriver(cfg, engine, executor, scorer, hooks)
     t0 = time.perf_counter()
-    driver.run(problems, lambda r: out.__setitem__(r.problem.id, r))
+
+    def done(r: ProblemResult) -> None:
+        out[r.problem.id] = r
+        if on_done is not None:
+            on_done(r)
+
+    driver.run(problems, done)
     log.info("searched %d problems, %d rollouts in %.1fs", len(out), driver.rollouts_done,
              time.perf_counter() - t0)
     return [out[p.id] for p in problems]

@@ -144,3 +144,36 @@ def test_evaluate_reports_accuracy_so_far_in_lines_and_metrics(tmp_path):
     assert lines[2].startswith("evaluate gsm8k greedy: 4/4 problems") and "accuracy=50.0%" in lines[2]
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["done"], r["correct"], r["accuracy"]) for r in rows] == [(2, 1, 50.0), (4, 2, 50.0)]
+
+
+def test_evaluate_bar_counts_each_problem_as_the_runner_finishes_it(tmp_path):
+    """A runner that reports finished problems (`on_done`, as the real MCTS and
+    baseline runners do) moves the bar per problem, not per chunk."""
+    from evaluation.test_harness import PROBLEMS, FixedRunner, make_cfg
+    from evaluation.toygrader import toy_equiv, toy_grade
+
+    from rstar_jax.config.schema import replace
+    from rstar_jax.evaluation import harness
+
+    class ReportingRunner(FixedRunner):
+        def __call__(self, method, problems, cfg, on_done=None):
+            out = super().__call__(method, problems, cfg)
+            for r in out:
+                on_done(r)
+                on_done(r)  # a result reported twice still counts once per problem
+            return out
+
+    cfg = make_cfg()
+    cfg = replace(cfg, logging=replace(cfg.logging, progress=True, progress_every_s=0.0))
+    stream, undo = _capture()
+    try:
+        harness.evaluate(cfg, ["gsm8k"], "greedy", str(tmp_path / "out"),
+                         run_method=ReportingRunner(), grade=toy_grade, equiv=toy_equiv,
+                         problems={"gsm8k": PROBLEMS})
+    finally:
+        undo()
+    done = [int(m.group(1)) for m in re.finditer(r"evaluate gsm8k greedy: (\d+)/4 problems",
+                                                 stream.getvalue())]
+    # chunk_size=2: a line per problem as it finishes, then the chunk's graded line.
+    assert done[:2] == [1, 2] and 3 in done and done[-1] == 4, stream.getvalue()
+    assert done == sorted(done)
