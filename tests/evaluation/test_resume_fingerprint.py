@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from evaluation.test_harness import PROBLEMS, FixedRunner, make_cfg
@@ -147,13 +146,14 @@ def test_untrained_ppm_when_allowed_is_named_in_the_report(tmp_path, monkeypatch
 def test_cli_mcts_ppm_without_ppm_exits_2_in_one_line_before_loading(tmp_path):
     problems = tmp_path / "p.jsonl"
     problems.write_text(json.dumps({"id": "a", "question": "1+1?", "answer": "2"}) + "\n")
-    t0 = time.monotonic()
+    policy = tmp_path / "policy"  # exists (model paths are checked first); never loaded
+    policy.mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "rstar_jax", "evaluate", "--config",
          str(REPO / "configs/presets/cpu-eval.yaml"), "--benchmark", str(problems),
-         "--method", "mcts_ppm", "--out", str(tmp_path / "out"), "model.checkpoint=/nonexistent"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+         "--method", "mcts_ppm", "--out", str(tmp_path / "out"), f"model.checkpoint={policy}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)  # an empty dir cannot load
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "eval.allow_untrained_ppm=true" in lines[0]
-    assert "Traceback" not in done.stderr and time.monotonic() - t0 < 60
+    assert len(lines) == 1 and "eval.allow_untrained_ppm=true" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
