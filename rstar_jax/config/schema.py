@@ -145,6 +145,12 @@ class EngineConfig:
     max_seq_len: int = 4096
     prefill_buckets: List[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
     decode_steps_per_call: int = 8
+    # Batched prefill: prompts go into their decode slots in calls of at most
+    # `prefill_tokens` tokens (rows x chunk length, both bucketed); prompts
+    # longer than `prefill_chunk` are split over several calls, between which
+    # running slots keep decoding.
+    prefill_tokens: int = 2048
+    prefill_chunk: int = 512
     max_new_tokens: int = 1024
     prefix_cache: bool = True
     prefix_cache_tokens: int = 1 << 20
