@@ -233,10 +233,34 @@ class Engine:
         for i, slot in enumerate(slots):
             self.insert(prefill, slot, params, first_candidate + i, stop_mask=mask)
 
-    def warmup(self, max_len: Optional[int] = None) -> dict:
+    def prefill_into_slots(self, prompts_ids: Sequence[Sequence[int]], params: SamplingParams) -> List[int]:
+        """Batched prefill of many prompts (token ids) into free slots, each armed
+        to continue as candidate 0 under `params`; returns their slots. What
+        `generate` does before decoding, for callers and benchmarks that drive
+        `decode` themselves."""
+        if len(prompts_ids) > len(self.free_slots):
+            raise ValueError(f"{len(prompts_ids)} prompts for {len(self.free_slots)} free slots")
+        mask = self.stop_mask(params.stop)
+        reqs = [GenerationRequest("", dataclasses.replace(params, n=1)) for _ in prompts_ids]
+        run = _Run(reqs, [list(map(int, ids)) for ids in prompts_ids], [mask] * len(reqs))
+        slots = self.free_slots[: len(reqs)]
+        self._place(run)
+        self._prefill_some(run, busy=False)
+        for slot in slots:  # the caller reads `decode` itself: no host job records
+            self.slot_jobs.pop(slot, None)
+        return slots
+
+    def warmup(self, max_len: Optional[int] = None, stops: Sequence[str] = ()) -> dict:
         """Compiles every shape `generate` can meet (see `DecodeCore.warmup`), so
         that no later call compiles. Worth it before timing or a long search.
-        Returns per kind of call the shapes compiled and the seconds taken."""
+
+        `stops`: the stop strings the run will use (the search's step tags),
+        registered first: more strings can enlarge the stop tables, which
+        changes the decode's shapes. Returns per kind of call the shapes
+        compiled and the seconds taken.
+        """
+        if stops:
+            self.stop_mask(stops)
         return self.core.warmup(self._tables, max_len)
 
     def decode(self) -> np.ndarray:

@@ -14,6 +14,9 @@ batched matmuls over (B, K) with no transpose of the cache (issue 4).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 from typing import Optional, Tuple
 
 import jax
@@ -25,12 +28,51 @@ from rstar_jax.models.sharding import constrain
 Array = jax.Array
 
 
+# (mesh, rules) while `init_placement` is active: parameters are drawn straight
+# into their shardings.
+_PLACEMENT: contextvars.ContextVar = contextvars.ContextVar("init_placement", default=None)
+
+
+@contextlib.contextmanager
+def init_placement(mesh, rules):
+    """Within it, `_param` draws each parameter directly into its sharding on
+    `mesh` (by `rules`), so an eager model construction never materialises a
+    parameter on one device."""
+    token = _PLACEMENT.set(None if mesh is None else (mesh, dict(rules or {})))
+    try:
+        yield
+    finally:
+        _PLACEMENT.reset(token)
+
+
+@functools.lru_cache(maxsize=256)
+def _normal_init(shape, std: float, dtype, sharding):
+    """A jitted normal(0, std) initializer for one shape: compiled once per
+    distinct (shape, dtype, sharding), so building a model eagerly costs a
+    handful of small compiles, not one whole-model initializer (issue 17)."""
+    return jax.jit(lambda key: (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype),
+                   out_shardings=sharding)
+
+
 def _param(rngs: nnx.Rngs, shape, axes, dtype, scale: Optional[float] = None) -> nnx.Param:
     """A normal(0, scale) parameter (scale defaults to 1/sqrt(fan_in))."""
     fan_in = shape[0] if len(shape) > 1 else 1
     std = scale if scale is not None else fan_in ** -0.5
-    value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
-    return nnx.Param(value.astype(dtype), logical_axes=tuple(axes))
+    key = rngs.params()
+    placement = _PLACEMENT.get()
+    if isinstance(key, jax.core.Tracer):  # inside a trace (eval_shape, a jitted init)
+        value = (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+    else:
+        sharding = None
+        if placement is not None:
+            from jax.sharding import NamedSharding
+
+            from rstar_jax.models.sharding import logical_to_spec
+
+            mesh, rules = placement
+            sharding = NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+        value = _normal_init(tuple(shape), float(std), jnp.dtype(dtype), sharding)(key)
+    return nnx.Param(value, logical_axes=tuple(axes))
 
 
 def _zeros(shape, axes, dtype) -> nnx.Param:
