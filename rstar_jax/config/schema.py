@@ -151,6 +151,14 @@ class EngineConfig:
     # running slots keep decoding.
     prefill_tokens: int = 2048
     prefill_chunk: int = 512
+    # Row counts a prefill call may be padded to (None: powers of two up to
+    # prefill_tokens // chunk). Each is compiled per (chunk, cache length):
+    # fewer buckets (e.g. [1, 4, 16] on a GPU, where a few padded rows cost
+    # little) compile faster.
+    prefill_row_buckets: Optional[List[int]] = None
+    # Persistent XLA compilation cache for the engine's shapes (None: off, or
+    # whatever JAX_COMPILATION_CACHE_DIR says).
+    compilation_cache_dir: Optional[str] = None
     max_new_tokens: int = 1024
     prefix_cache: bool = True
     prefix_cache_tokens: int = 1 << 20

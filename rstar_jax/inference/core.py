@@ -92,7 +92,7 @@ class DecodeCore:
 
     def __init__(self, policy, *, num_slots: int, max_seq_len: int, buckets: Sequence[int],
                  steps_per_call: int, mesh=None, rules=None, prefill_tokens: int = 2048,
-                 prefill_chunk: int = 512):
+                 prefill_chunk: int = 512, prefill_rows: Optional[Sequence[int]] = None):
         self.arch = policy.arch
         self.num_slots, self.max_seq_len = num_slots, max_seq_len
         self.buckets = sorted({b for b in buckets if b < max_seq_len} | {max_seq_len})
@@ -100,8 +100,11 @@ class DecodeCore:
         # Batched prefill shapes: chunk lengths are the buckets up to
         # `prefill_chunk`; rows per call are powers of two up to the token budget.
         self.chunk_lengths = [b for b in self.buckets if b <= prefill_chunk] or self.buckets[:1]
-        self.row_buckets = {c: power_of_two_rows(min(num_slots, max(1, prefill_tokens // c)))
-                            for c in self.chunk_lengths}
+        self.row_buckets = {}
+        for c in self.chunk_lengths:
+            most = min(num_slots, max(1, prefill_tokens // c))
+            self.row_buckets[c] = (power_of_two_rows(most) if prefill_rows is None
+                                   else sorted({r for r in prefill_rows if 0 < r < most} | {most}))
         self.mesh, self.rules = mesh, dict(rules or {})
         self.graphdef, params = nnx.split(policy)
         self.params = self._place_params(params)

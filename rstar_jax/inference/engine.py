@@ -99,6 +99,17 @@ class _Run:
         self.ready: list = []  # (slot, request, candidate) with KV in place, to arm
 
 
+def enable_compilation_cache(path: str) -> None:
+    """Keeps every compiled engine shape in XLA's persistent cache at `path`, so
+    a later process with the same model, config and JAX skips the compiles."""
+    import os
+
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
 def check_params(p: SamplingParams) -> None:
     """Rejects sampling parameters that would silently do something else."""
     problems = []
@@ -131,10 +142,12 @@ class Engine:
         self.cfg, self.tokenizer = cfg, tokenizer
         self.vocab_size = policy.arch.vocab_size
         max_seq_len = min(cfg.max_seq_len, policy.arch.max_position_embeddings)
+        if cfg.compilation_cache_dir:
+            enable_compilation_cache(cfg.compilation_cache_dir)
         self.core = DecodeCore(policy, num_slots=cfg.num_slots, max_seq_len=max_seq_len,
                                buckets=cfg.prefill_buckets, steps_per_call=cfg.decode_steps_per_call,
                                mesh=mesh, rules=rules, prefill_tokens=cfg.prefill_tokens,
-                               prefill_chunk=cfg.prefill_chunk)
+                               prefill_chunk=cfg.prefill_chunk, prefill_rows=cfg.prefill_row_buckets)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
         self._eos = eos_array(tokenizer)
         self._stops: List[str] = []
@@ -360,17 +373,15 @@ class Engine:
         budget = self.cfg.prefill_tokens
         finished = []
         while run.queue:
+            # One chunk bucket per call, the oldest task's: rows of other lengths
+            # wait for the next call rather than be padded up to this one.
+            pieces = [(t, min(len(t.ctx) - t.done, limit)) for t in run.queue]
+            pieces = [(t, p) for t, p in pieces if p]
             rows: list = []
-            longest = 0
-            for task in list(run.queue):
-                piece = min(len(task.ctx) - task.done, limit)
-                if piece == 0:
-                    continue
-                c = bucket(max(longest, piece), self.core.chunk_lengths)
-                if rows and (len(rows) + 1 > max(self.core.row_buckets[c]) or (len(rows) + 1) * c > budget):
-                    break
-                rows.append((task, piece))
-                longest = max(longest, piece)
+            if pieces:
+                c = bucket(pieces[0][1], self.core.chunk_lengths)
+                most = min(max(self.core.row_buckets[c]), max(1, budget // c))
+                rows = [(t, p) for t, p in pieces if bucket(p, self.core.chunk_lengths) == c][:most]
             if rows:
                 self.core.ensure_cache_length(max(t.done + p for t, p in rows))
                 self.core.prefill_rows([(t.slot, t.ctx[t.done:t.done + p], t.done) for t, p in rows])

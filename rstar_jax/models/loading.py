@@ -10,7 +10,6 @@ only its shard).
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Type
 
@@ -62,24 +61,6 @@ def _shardings(abstract: nnx.Module, mesh: Optional[Mesh], rules: Optional[Rules
     if mesh is None:
         return None
     return {path_key(p): s for p, s in param_shardings(abstract, mesh, rules or {}).flat_state()}
-
-
-def _freeze_rules(rules: Optional[Rules]):
-    return tuple(sorted((k, tuple(v)) for k, v in (rules or {}).items()))
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_init(cls, arch: ArchConfig, mesh: Optional[Mesh], frozen_rules):
-    """(graphdef, jitted `key -> state`), compiled once per model/mesh/rules."""
-    abstract = abstract_model(cls, arch)
-    shardings = None
-    if mesh is not None:
-        shardings = param_shardings(abstract, mesh, dict(frozen_rules))
-
-    def init(key):
-        return nnx.state(cls(arch, rngs=nnx.Rngs(key)))
-
-    return nnx.split(abstract)[0], jax.jit(init, out_shardings=shardings)
 
 
 def init_model(cls: Type[nnx.Module], arch: ArchConfig, *, mesh: Optional[Mesh] = None,

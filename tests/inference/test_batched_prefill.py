@@ -125,9 +125,11 @@ def test_whole_search_compiles_nothing_after_warmup():
     assert len(compiles) == 0
 
 
-@pytest.mark.parametrize("chunk,budget,rows", [(8, 16, [1, 2]), (16, 64, [1, 2, 4]), (32, 16, [1])])
-def test_prefill_shapes_are_bucketed_by_budget(policy, tokenizer, chunk, budget, rows):
+@pytest.mark.parametrize("chunk,budget,row_buckets,rows", [
+    (8, 16, None, [1, 2]), (16, 64, None, [1, 2, 4]), (32, 16, None, [1]), (8, 64, "[1,3,16]", [1, 3, 4])])
+def test_prefill_shapes_are_bucketed_by_budget(policy, tokenizer, chunk, budget, row_buckets, rows):
+    extra = [] if row_buckets is None else [f"engine.prefill_row_buckets={row_buckets}"]
     engine = engine_with(policy, tokenizer, *SMALL, f"engine.prefill_chunk={chunk}",
-                         f"engine.prefill_tokens={budget}")
+                         f"engine.prefill_tokens={budget}", *extra)
     assert engine.core.chunk_lengths == [c for c in (8, 16, 32) if c <= chunk]
     assert engine.core.row_buckets[chunk] == rows
