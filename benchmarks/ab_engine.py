@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/ab_engine.py [--base 055ac2a] [--reps 3]
 
-The base commit is exported (`git archive`, no worktree) to /tmp/engine-base-<rev>;
+Reported: per repetition the ratio new / base (wall) and base / new
+(process CPU seconds, steadier under load), and their medians. The base commit is exported (`git archive`, no worktree) to /tmp/engine-base-<rev>;
 one worker process per tree (PYTHONPATH pointing at that tree) builds the
 same SmolLM2-135M-shaped model (random weights, float32, seed 0), warms its
 engines up, then measures on command, the two trees strictly alternating
@@ -124,6 +125,7 @@ def main() -> None:
         ready = json.loads(p.stdout.readline())
         print(f"# {name} ({trees[name]}) warm after {ready['ready']:.0f} s", flush=True)
     runs = {(n, w): [] for n in procs for w in ("prefill", "generate")}
+    cpu = {(n, w): [] for n in procs for w in ("prefill", "generate")}
     loads = []
     for rep in range(args.reps):
         order = ["base", "new"] if rep % 2 == 0 else ["new", "base"]
@@ -135,16 +137,25 @@ def main() -> None:
                 r = json.loads(p.stdout.readline())
                 loads.append(os.getloadavg()[0])
                 runs[(name, what)].append(r["tokens"] / r["seconds"])
+                cpu[(name, what)].append(r["cpu_s"])
                 print(f"rep {rep} {what:8s} {name:4s}: {r['tokens'] / r['seconds']:8.1f} tok/s "
                       f"({r['seconds']:.2f} s wall, {r['cpu_s']:.1f} s CPU; load {loads[-1]:.1f})",
                       flush=True)
     for p in procs.values():
         p.stdin.close()
         p.wait()
+    # The load drifts over a run, so the ratios are taken per repetition (the
+    # two trees measured back to back) and their median is the headline.
     med = {f"{n}_{w}_tokens_per_s": statistics.median(v) for (n, w), v in runs.items()}
+    ratio = {w: [a / b for a, b in zip(runs[("new", w)], runs[("base", w)])] for w in ("prefill", "generate")}
+    cpu_ratio = {w: [b / a for a, b in zip(cpu[("new", w)], cpu[("base", w)])] for w in ("prefill", "generate")}
     out = {**med,
-           "prefill_speedup": med["new_prefill_tokens_per_s"] / med["base_prefill_tokens_per_s"],
-           "generate_speedup": med["new_generate_tokens_per_s"] / med["base_generate_tokens_per_s"],
+           "prefill_speedup": statistics.median(ratio["prefill"]),
+           "generate_speedup": statistics.median(ratio["generate"]),
+           "prefill_speedup_cpu_time": statistics.median(cpu_ratio["prefill"]),
+           "generate_speedup_cpu_time": statistics.median(cpu_ratio["generate"]),
+           "per_rep_speedup": {w: [round(x, 2) for x in v] for w, v in ratio.items()},
+           "per_rep_speedup_cpu_time": {w: [round(x, 2) for x in v] for w, v in cpu_ratio.items()},
            "per_rep": {f"{n}_{w}": [round(x, 1) for x in v] for (n, w), v in runs.items()},
            "base": args.base, "reps": args.reps, "load_avg": [round(x, 1) for x in loads],
            "cpus": os.cpu_count()}
