@@ -1,6 +1,12 @@
 """The device half of the engine: fixed slots, bucketed prefill, on-device stops.
 
-Explicit API (what `generate` is built from):
+`generate`'s path (issue 17): `prefill_rows` writes many prompts' chunks
+straight into their decode slots in one call (rows x chunk bucketed, padding
+writes nothing); `copy_slots` clones a prefilled slot into the slots of the
+prompt's other candidates; `arm` starts many slots in one call; `extract` /
+`seed_slot` move a slot's KV to and from the prefix cache.
+
+Explicit one-prompt API (kept for callers that schedule slots themselves):
   * `prefill(token_ids) -> Prefill`: the KV of a prompt's context (all but its
     last token), with the context padded to a `prefill_buckets` length so
     prefills compile once per bucket; reuses the KV of a cached prompt that

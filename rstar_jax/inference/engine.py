@@ -9,8 +9,11 @@ The explicit API, for callers that schedule slots themselves:
     slot in one device call), `free(slot)`.
 
 `generate(requests)` (the `GenerationEngine` protocol) runs any number of
-requests through the fixed slots: each request is prefilled once, cloned into
-free slots, and a finished slot is refilled at once (continuous batching).
+requests through the fixed slots: each request's prompt is prefilled once,
+in batched calls with other prompts straight into its first slot (long
+prompts chunk by chunk, one call per decode call while other slots run),
+copied into the slots of its other candidates, and a finished slot is
+refilled at once (continuous batching).
 The host reads step k's packed results while the device runs step k+1.
 
 Over-long prompts: a prompt must leave room for one new token
