@@ -238,6 +238,36 @@ def main(argv=None):
               f"warmup {rec.data['warmup_s'][str(b)]:.1f} s", flush=True)
         del engine
 
+    if not args.skip_hf and hf_batches:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_num_threads(args.threads)
+        tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+        hf = to_hf(policy, arch, device, tdt)
+        ids = rng.randint(1, arch.vocab_size, (1, 12))
+        ours = np.asarray(policy(jnp.asarray(ids))[0], np.float32)
+        with torch.no_grad():
+            theirs = hf(torch.from_numpy(ids).to(device)).logits.float().cpu().numpy()
+        rec.put("hf_parity_max_abs_logit_diff", float(np.abs(ours - theirs).max()))
+        rec.put("hf_device", device)
+        gen = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0)
+        for b in hf_batches:
+            x = torch.from_numpy(rng.randint(1, arch.vocab_size, (b, prompt_len))).to(device)
+            with torch.no_grad():
+                hf.generate(x[:, :8], **{**gen, "max_new_tokens": 2, "min_new_tokens": 2})
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                with Clock() as c:
+                    hf.generate(x, **gen)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+            rec.put("hf_tokens_per_s", b * new / c.wall, b)
+            if str(b) in rec.data.get("tokens_per_s", {}):
+                rec.put("ratio_vs_hf", rec.data["tokens_per_s"][str(b)] / (b * new / c.wall), b)
+            print(f"batch {b}: transformers ({device}) {b * new / c.wall:.1f} tok/s", flush=True)
+        del hf
     if not args.skip_prefill_ab:
         lens = [128 + round(i * (1024 - 128) / 15) for i in range(16)]
         ecfg = E(num_slots=16, max_seq_len=1152, prefill_buckets=[128, 256, 512, 1024], prefix_cache=False,
@@ -270,36 +300,6 @@ def main(argv=None):
               f"{best['one_per_call']:.0f} tok/s -> {rec.data['batched_prefill_speedup']:.2f}x", flush=True)
         del engine
 
-    if not args.skip_hf and hf_batches:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            torch.set_num_threads(args.threads)
-        tdt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-        hf = to_hf(policy, arch, device, tdt)
-        ids = rng.randint(1, arch.vocab_size, (1, 12))
-        ours = np.asarray(policy(jnp.asarray(ids))[0], np.float32)
-        with torch.no_grad():
-            theirs = hf(torch.from_numpy(ids).to(device)).logits.float().cpu().numpy()
-        rec.put("hf_parity_max_abs_logit_diff", float(np.abs(ours - theirs).max()))
-        rec.put("hf_device", device)
-        gen = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0)
-        for b in hf_batches:
-            x = torch.from_numpy(rng.randint(1, arch.vocab_size, (b, prompt_len))).to(device)
-            with torch.no_grad():
-                hf.generate(x[:, :8], **{**gen, "max_new_tokens": 2, "min_new_tokens": 2})
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                with Clock() as c:
-                    hf.generate(x, **gen)
-                    if device == "cuda":
-                        torch.cuda.synchronize()
-            rec.put("hf_tokens_per_s", b * new / c.wall, b)
-            if str(b) in rec.data.get("tokens_per_s", {}):
-                rec.put("ratio_vs_hf", rec.data["tokens_per_s"][str(b)] / (b * new / c.wall), b)
-            print(f"batch {b}: transformers ({device}) {b * new / c.wall:.1f} tok/s", flush=True)
-        del hf
     print(json.dumps(rec.data))
 
 
