@@ -150,6 +150,20 @@ class EngineConfig:
     max_seq_len: int = 4096
     prefill_buckets: List[int] = field(default_factory=lambda: [128, 256, 512, 1024, 2048, 4096])
     decode_steps_per_call: int = 8
+    # Batched prefill: prompts go into their decode slots in calls of at most
+    # `prefill_tokens` tokens (rows x chunk length, both bucketed); prompts
+    # longer than `prefill_chunk` are split over several calls, between which
+    # running slots keep decoding.
+    prefill_tokens: int = 2048
+    prefill_chunk: int = 512
+    # Row counts a prefill call may be padded to (None: powers of two up to
+    # prefill_tokens // chunk). Each is compiled per (chunk, cache length):
+    # fewer buckets (e.g. [1, 4, 16] on a GPU, where a few padded rows cost
+    # little) compile faster.
+    prefill_row_buckets: Optional[List[int]] = None
+    # Persistent XLA compilation cache for the engine's shapes (None: off, or
+    # whatever JAX_COMPILATION_CACHE_DIR says).
+    compilation_cache_dir: Optional[str] = None
     max_new_tokens: int = 1024
     prefix_cache: bool = True
     prefix_cache_tokens: int = 1 << 20

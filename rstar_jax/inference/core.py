@@ -1,6 +1,12 @@
 """The device half of the engine: fixed slots, bucketed prefill, on-device stops.
 
-Explicit API (what `generate` is built from):
+`generate`'s path (issue 17): `prefill_rows` writes many prompts' chunks
+straight into their decode slots in one call (rows x chunk bucketed, padding
+writes nothing); `copy_slots` clones a prefilled slot into the slots of the
+prompt's other candidates; `arm` starts many slots in one call; `extract` /
+`seed_slot` move a slot's KV to and from the prefix cache.
+
+Explicit one-prompt API (kept for callers that schedule slots themselves):
   * `prefill(token_ids) -> Prefill`: the KV of a prompt's context (all but its
     last token), with the context padded to a `prefill_buckets` length so
     prefills compile once per bucket; reuses the KV of a cached prompt that
@@ -43,6 +49,9 @@ log = logging.getLogger(__name__)
 # token that ended the slot: 2 stop string, 3 eos, 4 length.
 IDLE, TOKEN, STOP, EOS, LENGTH = 0, 1, 2, 3, 4
 _MAX_EOS = 4
+# Position of a padding token in a batched prefill: past any cache, so its
+# key/value write is dropped and no query treats it as real.
+PAD_POSITION = 1 << 30
 
 
 @dataclasses.dataclass
@@ -88,11 +97,20 @@ class DecodeCore:
     """
 
     def __init__(self, policy, *, num_slots: int, max_seq_len: int, buckets: Sequence[int],
-                 steps_per_call: int, mesh=None, rules=None):
+                 steps_per_call: int, mesh=None, rules=None, prefill_tokens: int = 2048,
+                 prefill_chunk: int = 512, prefill_rows: Optional[Sequence[int]] = None):
         self.arch = policy.arch
         self.num_slots, self.max_seq_len = num_slots, max_seq_len
         self.buckets = sorted({b for b in buckets if b < max_seq_len} | {max_seq_len})
         self.steps = steps_per_call
+        # Batched prefill shapes: chunk lengths are the buckets up to
+        # `prefill_chunk`; rows per call are powers of two up to the token budget.
+        self.chunk_lengths = [b for b in self.buckets if b <= prefill_chunk] or self.buckets[:1]
+        self.row_buckets = {}
+        for c in self.chunk_lengths:
+            most = min(num_slots, max(1, prefill_tokens // c))
+            self.row_buckets[c] = (power_of_two_rows(most) if prefill_rows is None
+                                   else sorted({r for r in prefill_rows if 0 < r < most} | {most}))
         self.mesh, self.rules = mesh, dict(rules or {})
         self.graphdef, params = nnx.split(policy)
         self.params = self._place_params(params)
@@ -104,6 +122,11 @@ class DecodeCore:
         self._grow = jax.jit(self._grow_fn, static_argnames=("length",))  # pad cannot alias
         self._zeros = jax.jit(self._zeros_fn, static_argnames=("length",))
         self._free = jax.jit(self._free_fn, donate_argnums=(0,))
+        self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1,))
+        self._arm = jax.jit(self._arm_fn, donate_argnums=(0,))
+        self._copy = jax.jit(self._copy_fn, donate_argnums=(0,))
+        self._extract = jax.jit(self._extract_fn, static_argnames=("length",))
+        self._seed_slot = jax.jit(self._seed_slot_fn, donate_argnums=(0,))
         self.state = self._init_state(self.buckets[0])
 
     # ----- sharding -------------------------------------------------------
@@ -173,33 +196,51 @@ class DecodeCore:
             with self._ctx():
                 self.state = self._grow(self.state, length=nxt)
 
-    def warmup(self, tables, max_len: Optional[int] = None) -> None:
-        """Compiles every shape a run can meet up to `max_len` (default: all).
+    def warmup(self, tables, max_len: Optional[int] = None) -> dict:
+        """Compiles every shape `Engine.generate` can meet up to `max_len`
+        (default: all) and returns what it compiled: per kind of call, the
+        number of shapes and the seconds spent (compiles dominate).
 
-        Shapes: prefill per cache length; prefix seeding, insertion and decode
-        per (prompt length, decode cache length) pair; each one-bucket grow.
-        Everything runs once on idle slots, then the state is reset.
+        Per decode cache length S: every batched-prefill shape (rows, chunk)
+        with chunk <= S, the slot copy, arming, and decode; seeding a slot
+        from a cached prompt and extracting one, per prompt bucket <= S;
+        each one-bucket grow. Everything runs on idle slots (padding rows
+        write nothing), then the state is reset.
         """
+        import time
+
         lengths = [b for b in self.buckets if b <= (max_len or self.max_seq_len)]
         params = SamplingParams(max_new_tokens=1, temperature=0.0)
-        kvs = {}
-        for length in lengths:
-            kv = self.prefill_kv(np.zeros(1, np.int32), 0, None, length)
-            kvs[length] = kv
-            for shorter in lengths:
-                if shorter <= length:
-                    self.prefill_kv(np.zeros(2, np.int32), 1, kvs[shorter], length)
+        report: dict = {}
+
+        def timed(kind, fn, *args, **kw):
+            t = time.perf_counter()
+            out = fn(*args, **kw)
+            jax.block_until_ready(self.state if out is None else out)
+            n, secs = report.get(kind, (0, 0.0))
+            report[kind] = (n + 1, secs + time.perf_counter() - t)
+            return out
+
+        arm = (0, dict(token=0, pos=0, max_new=1, stop_mask=0, params=params, candidate=0))
         self.reset()
         for size in lengths:
-            self.ensure_cache_length(size)
+            timed("grow", self.ensure_cache_length, size)
+            for c in self.chunk_lengths:
+                for r in self.row_buckets[c] if c <= size else ():
+                    timed("prefill", self.prefill_rows, [], num_rows=r, chunk=c)
             for length in lengths:
                 if length <= size:
-                    self.insert(kvs[length], 0, token=0, pos=0, max_new=1, stop_mask=0,
-                                params=params, candidate=0)
-            self.insert(None, 0, token=0, pos=0, max_new=1, stop_mask=0, params=params, candidate=0)
+                    kv = timed("extract", self.extract, 0, length)
+                    timed("seed", self.seed_slot, kv, 0)
+            timed("copy", self.copy_slots, [(0, 1 % self.num_slots)])
+            timed("arm", self.arm, [arm])
             self.free(0)
-            np.asarray(self.decode(tables))
+            timed("decode", lambda: np.asarray(self.decode(tables)))
         self.reset()
+        out = {k: {"shapes": n, "seconds": round(t, 3)} for k, (n, t) in report.items()}
+        out["total_seconds"] = round(sum(t for _, t in report.values()), 3)
+        log.info("engine warmup: %s", out)
+        return out
 
     def _grow_fn(self, state, *, length):
         pad = length - state["cache"][0][0].shape[2]
@@ -246,6 +287,116 @@ class DecodeCore:
         positions = start + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
         _, cache = policy.model(tokens, positions, cache=cache)
         return _layer_caches(cache)
+
+    # ----- batched prefill straight into slots ------------------------------
+    def prefill_rows(self, rows, *, num_rows: Optional[int] = None,
+                     chunk: Optional[int] = None) -> None:
+        """One device call writing each row's tokens into its slot's cache.
+
+        `rows`: (slot, token ids `[n]`, start position) with distinct slots
+        and `n <= max(chunk_lengths)`; rows `[0, start)` of each slot must
+        already hold that prompt's KV. Rows are padded to a chunk bucket and
+        their number to a row bucket (padding writes nothing), so the call
+        compiles once per (rows, chunk, cache length).
+        """
+        longest = max((len(ids) for _, ids, _ in rows), default=1)
+        c = chunk or bucket(longest, self.chunk_lengths)
+        r = num_rows or bucket(len(rows), self.row_buckets[c])
+        tokens = np.zeros((r, c), np.int32)
+        positions = np.full((r, c), PAD_POSITION, np.int32)
+        slots = np.full((r,), self.num_slots, np.int32)
+        for k, (slot, ids, start) in enumerate(rows):
+            tokens[k, : len(ids)] = ids
+            positions[k, : len(ids)] = start + np.arange(len(ids))
+            slots[k] = slot
+        with self._ctx():
+            self.state = self._prefill(self.params, self.state, tokens, slots, positions)
+
+    def _prefill_fn(self, params, state, tokens, slots, positions):
+        policy = nnx.merge(self.graphdef, params)
+        # The hidden states are dead (only the cache is returned): XLA drops the
+        # last layer's MLP and the final norm.
+        _, cache = policy.model(tokens, positions, cache=state["cache"], slots=slots)
+        return {**state, "cache": self._constrain_cache(_layer_caches(cache))}
+
+    def arm(self, entries) -> None:
+        """Arms many slots in one call: entries (slot, dict(token, pos, max_new,
+        stop_mask, params, candidate)); the slots' KV must be in place."""
+        n = self.num_slots
+        cols = {k: np.zeros(n, dt) for k, dt in (("token", np.int32), ("pos", np.int32),
+                                                  ("max_new", np.int32), ("stop_mask", np.int32),
+                                                  ("temperature", np.float32), ("top_p", np.float32),
+                                                  ("top_k", np.int32), ("seed", np.int32),
+                                                  ("candidate", np.int32))}
+        slots = np.full(n, n, np.int32)
+        for k, (slot, e) in enumerate(entries):
+            p = e["params"]
+            slots[k] = slot
+            for name in ("token", "pos", "max_new", "stop_mask", "candidate"):
+                cols[name][k] = e[name]
+            cols["temperature"][k] = p.temperature
+            cols["top_p"][k] = p.top_p
+            cols["top_k"][k] = p.top_k
+            cols["seed"][k] = int(p.seed) & 0x7FFFFFFF
+        with self._ctx():
+            self.state = self._arm(self.state, slots, cols)
+
+    def _arm_fn(self, state, slots, cols):
+        state = dict(state)
+        for k, v in cols.items():
+            state[k] = state[k].at[slots].set(v.astype(state[k].dtype), mode="drop")
+        for k, v in (("count", 0), ("stop_state", 0), ("active", True)):
+            state[k] = state[k].at[slots].set(v, mode="drop")
+        return state
+
+    def copy_slots(self, pairs) -> None:
+        """Copies the whole cache row of `src` into `dst` for each (src, dst):
+        the n candidates of a prompt share one prefill (one call for all)."""
+        n = self.num_slots
+        src, dst = np.zeros(n, np.int32), np.zeros(n, np.int32)
+        for k, (a, b) in enumerate(pairs):
+            src[k], dst[k] = a, b
+        with self._ctx():
+            self.state = self._copy(self.state, src, dst, np.int32(len(pairs)))
+
+    def _copy_fn(self, state, src, dst, count):
+        a = self.arch
+
+        def one(k, cache):
+            out = []
+            for layer in cache:
+                pair = []
+                for buf in layer:
+                    shape = (1, a.num_kv_heads, buf.shape[2], a.head_dim)
+                    row = jax.lax.dynamic_slice(buf, (src[k], 0, 0, 0), shape)
+                    pair.append(jax.lax.dynamic_update_slice(buf, row, (dst[k], 0, 0, 0)))
+                out.append(tuple(pair))
+            return out
+
+        cache = jax.lax.fori_loop(0, count, one, _layer_caches(state["cache"]))
+        return {**state, "cache": self._constrain_cache(cache)}
+
+    def extract(self, slot: int, length: int):
+        """A copy of a slot's KV rows `[0, length)`: `[1, K, length, Dh]` per layer
+        (a `Prefill.kv`, for the prefix cache or candidates placed later)."""
+        with self._ctx():
+            return self._extract(self.state, jnp.int32(slot), length=length)
+
+    def _extract_fn(self, state, slot, *, length):
+        a = self.arch
+        shape = (1, a.num_kv_heads, length, a.head_dim)
+        return [tuple(jax.lax.dynamic_slice(buf, (slot, 0, 0, 0), shape) for buf in layer)
+                for layer in state["cache"]]
+
+    def seed_slot(self, kv, slot: int) -> None:
+        """Copies a `Prefill.kv` into a slot's first rows (a prefix-cache hit)."""
+        with self._ctx():
+            self.state = self._seed_slot(self.state, kv, jnp.int32(slot))
+
+    def _seed_slot_fn(self, state, kv, slot):
+        cache = [tuple(jax.lax.dynamic_update_slice(buf, p.astype(buf.dtype), (slot, 0, 0, 0))
+                       for buf, p in zip(layer, pl)) for layer, pl in zip(state["cache"], kv)]
+        return {**state, "cache": self._constrain_cache(cache)}
 
     # ----- slots ----------------------------------------------------------
     def insert(self, kv, slot: int, *, token: int, pos: int, max_new: int, stop_mask: int,
@@ -319,6 +470,15 @@ class DecodeCore:
             return st, out
 
         return jax.lax.fori_loop(0, steps, step, (state, out0))
+
+
+def power_of_two_rows(limit: int) -> List[int]:
+    """`[1, 2, 4, ..., limit]`: row counts a prefill call may be padded to."""
+    out, r = [], 1
+    while r < limit:
+        out.append(r)
+        r *= 2
+    return out + [limit]
 
 
 def eos_array(tokenizer) -> np.ndarray:

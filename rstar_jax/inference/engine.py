@@ -9,8 +9,11 @@ The explicit API, for callers that schedule slots themselves:
     slot in one device call), `free(slot)`.
 
 `generate(requests)` (the `GenerationEngine` protocol) runs any number of
-requests through the fixed slots: each request is prefilled once, cloned into
-free slots, and a finished slot is refilled at once (continuous batching).
+requests through the fixed slots: each request's prompt is prefilled once,
+in batched calls with other prompts straight into its first slot (long
+prompts chunk by chunk, one call per decode call while other slots run),
+copied into the slots of its other candidates, and a finished slot is
+refilled at once (continuous batching).
 The host reads step k's packed results while the device runs step k+1.
 
 Over-long prompts: a prompt must leave room for one new token
@@ -69,6 +72,47 @@ class _Job:
     done: bool = False
 
 
+@dataclasses.dataclass
+class _Task:
+    """A prompt going into its first slot, one chunk per prefill call.
+
+    `done` context tokens are in the slot (a prefix-cache hit seeds some);
+    `members` are the (slot, candidate) pairs that will decode it, the first
+    being the slot prefilled; the others get a copy of it when done.
+    """
+
+    request: int
+    slot: int
+    ctx: np.ndarray
+    done: int
+    members: list
+    cached: bool = False  # the whole context came from the prefix cache
+
+
+class _Run:
+    """Host state of one `generate` call's scheduling."""
+
+    def __init__(self, reqs, encoded, masks):
+        self.reqs, self.encoded, self.masks = reqs, encoded, masks
+        self.pending = collections.deque((i, j) for i, r in enumerate(reqs) for j in range(r.params.n))
+        self.remaining = collections.Counter(i for i, _ in self.pending)
+        self.tasks: Dict[int, _Task] = {}
+        self.queue: List[_Task] = []
+        self.saved: Dict[int, Prefill] = {}  # KV kept for candidates placed in later waves
+        self.ready: list = []  # (slot, request, candidate) with KV in place, to arm
+
+
+def enable_compilation_cache(path: str) -> None:
+    """Keeps every compiled engine shape in XLA's persistent cache at `path`, so
+    a later process with the same model, config and JAX skips the compiles."""
+    import os
+
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
 def check_params(p: SamplingParams) -> None:
     """Rejects sampling parameters that would silently do something else."""
     problems = []
@@ -101,9 +145,12 @@ class Engine:
         self.cfg, self.tokenizer = cfg, tokenizer
         self.vocab_size = policy.arch.vocab_size
         max_seq_len = min(cfg.max_seq_len, policy.arch.max_position_embeddings)
+        if cfg.compilation_cache_dir:
+            enable_compilation_cache(cfg.compilation_cache_dir)
         self.core = DecodeCore(policy, num_slots=cfg.num_slots, max_seq_len=max_seq_len,
                                buckets=cfg.prefill_buckets, steps_per_call=cfg.decode_steps_per_call,
-                               mesh=mesh, rules=rules)
+                               mesh=mesh, rules=rules, prefill_tokens=cfg.prefill_tokens,
+                               prefill_chunk=cfg.prefill_chunk, prefill_rows=cfg.prefill_row_buckets)
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
         self._eos = eos_array(tokenizer)
         self._stops: List[str] = []
@@ -202,10 +249,35 @@ class Engine:
         for i, slot in enumerate(slots):
             self.insert(prefill, slot, params, first_candidate + i, stop_mask=mask)
 
-    def warmup(self, max_len: Optional[int] = None) -> None:
-        """Compiles every shape generation can meet (see `DecodeCore.warmup`), so
-        that no later call compiles. Worth it before timing or a long search."""
-        self.core.warmup(self._tables, max_len)
+    def prefill_into_slots(self, prompts_ids: Sequence[Sequence[int]], params: SamplingParams) -> List[int]:
+        """Batched prefill of many prompts (token ids) into free slots, each armed
+        to continue as candidate 0 under `params`; returns their slots. What
+        `generate` does before decoding, for callers and benchmarks that drive
+        `decode` themselves."""
+        if len(prompts_ids) > len(self.free_slots):
+            raise ValueError(f"{len(prompts_ids)} prompts for {len(self.free_slots)} free slots")
+        mask = self.stop_mask(params.stop)
+        reqs = [GenerationRequest("", dataclasses.replace(params, n=1)) for _ in prompts_ids]
+        run = _Run(reqs, [list(map(int, ids)) for ids in prompts_ids], [mask] * len(reqs))
+        slots = self.free_slots[: len(reqs)]
+        self._place(run)
+        self._prefill_some(run, busy=False)
+        for slot in slots:  # the caller reads `decode` itself: no host job records
+            self.slot_jobs.pop(slot, None)
+        return slots
+
+    def warmup(self, max_len: Optional[int] = None, stops: Sequence[str] = ()) -> dict:
+        """Compiles every shape `generate` can meet (see `DecodeCore.warmup`), so
+        that no later call compiles. Worth it before timing or a long search.
+
+        `stops`: the stop strings the run will use (the search's step tags),
+        registered first: more strings can enlarge the stop tables, which
+        changes the decode's shapes. Returns per kind of call the shapes
+        compiled and the seconds taken.
+        """
+        if stops:
+            self.stop_mask(stops)
+        return self.core.warmup(self._tables, max_len)
 
     def decode(self) -> np.ndarray:
         """One device call of `decode_steps_per_call` steps; packed `[N, T, 3]`
@@ -238,24 +310,16 @@ class Engine:
         encoded = [self.encode(r.prompt) for r in reqs]
         masks = [self.stop_mask(r.params.stop) for r in reqs]
         results: List[List[Optional[Completion]]] = [[None] * r.params.n for r in reqs]
-        pending = collections.deque((i, j) for i, r in enumerate(reqs) for j in range(r.params.n))
-        prefills: Dict[int, Prefill] = {}
+        run = _Run(reqs, encoded, masks)
         inflight: collections.deque = collections.deque()
         steps = self.core.steps
-        while pending or self.slot_jobs:
-            while pending and self.free_slots:
-                i, j = pending.popleft()
-                if i not in prefills:
-                    prefills[i] = self.prefill(encoded[i])
-                slot = self.free_slots.pop(0)
-                self.insert(prefills[i], slot, reqs[i].params, j, stop_mask=masks[i])
-                self.slot_jobs[slot] = _Job(i, j, len(encoded[i]), tuple(reqs[i].params.stop),
-                                            max_new=reqs[i].params.max_new_tokens)
-                if j == reqs[i].params.n - 1:
-                    del prefills[i]
-            if inflight and all(job.dispatched >= job.max_new for job in self.slot_jobs.values()):
-                # Every slot ends within the calls already in flight: read them, not
-                # another call of idle steps.
+        while run.pending or self.slot_jobs or run.queue or inflight:
+            self._place(run)
+            self._prefill_some(run, busy=bool(self.slot_jobs))
+            if not self.slot_jobs or (
+                    inflight and all(job.dispatched >= job.max_new for job in self.slot_jobs.values())):
+                # Nothing to decode, or every slot ends within the calls already in
+                # flight: read those, not another call of idle steps.
                 while inflight:
                     self._consume(*inflight.popleft(), results)
                 continue
@@ -266,11 +330,104 @@ class Engine:
             inflight.append((self.core.decode(self._tables), dict(self.slot_jobs)))
             if len(inflight) > 1:
                 self._consume(*inflight.popleft(), results)
-        while inflight:
-            self._consume(*inflight.popleft(), results)
         if self.core.cache_length > self.core.buckets[0]:
             self.core.reset()  # the next call starts small and grows the same way
         return results  # type: ignore[return-value]
+
+    # ----- scheduling of batched prefills ----------------------------------
+    def _place(self, run: _Run) -> None:
+        """Gives free slots to pending candidates. A request's first slot gets a
+        prefill task (seeded from the prefix cache when it can be); its other
+        candidates placed meanwhile follow it (a copy of the slot once the
+        prompt is in); later ones are seeded from a saved copy of its KV."""
+        while run.pending and self.free_slots:
+            i, j = run.pending.popleft()
+            run.remaining[i] -= 1
+            slot = self.free_slots.pop(0)
+            if i in run.tasks:
+                run.tasks[i].members.append((slot, j))
+            elif i in run.saved:
+                saved = run.saved[i]
+                if saved.kv is not None:
+                    self.core.ensure_cache_length(saved.length)
+                    self.core.seed_slot(saved.kv, slot)
+                run.ready.append((slot, i, j))
+                if not run.remaining[i]:
+                    del run.saved[i]
+            else:
+                ids = encoded_ids = run.encoded[i]
+                ctx = np.asarray(encoded_ids[:-1], np.int32)
+                task = _Task(i, slot, ctx, 0, [(slot, j)])
+                if self.prefix_cache is not None and len(ctx):
+                    hit = self.prefix_cache.lookup(tuple(int(t) for t in ctx))
+                    if hit is not None:
+                        kv, task.done = hit
+                        task.cached = task.done == len(ctx)
+                        self.core.ensure_cache_length(max(len(ids), int(kv[0][0].shape[2])))
+                        self.core.seed_slot(kv, slot)
+                run.tasks[i] = task
+                run.queue.append(task)
+
+    def _prefill_some(self, run: _Run, busy: bool) -> None:
+        """Batched prefill calls over the queued tasks: one call while other
+        slots are decoding (so a long prompt does not stall them), else until
+        the queue is empty; then clones, saves and arms the finished prompts."""
+        limit = max(self.core.chunk_lengths)
+        budget = self.cfg.prefill_tokens
+        finished = []
+        while run.queue:
+            # One chunk bucket per call, the oldest task's: rows of other lengths
+            # wait for the next call rather than be padded up to this one.
+            pieces = [(t, min(len(t.ctx) - t.done, limit)) for t in run.queue]
+            pieces = [(t, p) for t, p in pieces if p]
+            rows: list = []
+            if pieces:
+                c = bucket(pieces[0][1], self.core.chunk_lengths)
+                most = min(max(self.core.row_buckets[c]), max(1, budget // c))
+                rows = [(t, p) for t, p in pieces if bucket(p, self.core.chunk_lengths) == c][:most]
+            if rows:
+                self.core.ensure_cache_length(max(t.done + p for t, p in rows))
+                self.core.prefill_rows([(t.slot, t.ctx[t.done:t.done + p], t.done) for t, p in rows])
+                for t, p in rows:
+                    t.done += p
+            for task in [t for t in run.queue if t.done == len(t.ctx)]:
+                run.queue.remove(task)
+                finished.append(task)
+            if busy and rows:
+                break
+        if finished:
+            self._finish_tasks(run, finished)
+        if run.ready:
+            self._arm(run)
+
+    def _finish_tasks(self, run: _Run, tasks) -> None:
+        pairs = []
+        for task in tasks:
+            i = task.request
+            del run.tasks[i]
+            kv = None
+            if len(task.ctx) and (run.remaining[i] or (self.prefix_cache is not None and not task.cached)):
+                length = bucket(len(task.ctx), self.core.buckets)
+                kv = self.core.extract(task.slot, length)
+                if self.prefix_cache is not None and not task.cached:
+                    self.prefix_cache.insert(tuple(int(t) for t in task.ctx), kv, cost=length)
+            if run.remaining[i]:
+                run.saved[i] = Prefill(tuple(run.encoded[i]), kv)
+            pairs.extend((task.slot, slot) for slot, _ in task.members[1:])
+            run.ready.extend((slot, i, j) for slot, j in task.members)
+        if pairs:
+            self.core.copy_slots(pairs)
+
+    def _arm(self, run: _Run) -> None:
+        entries = []
+        for slot, i, j in run.ready:
+            ids, params = run.encoded[i], run.reqs[i].params
+            entries.append((slot, dict(token=ids[-1], pos=len(ids) - 1, max_new=params.max_new_tokens,
+                                       stop_mask=run.masks[i], params=params, candidate=j)))
+            self.slot_jobs[slot] = _Job(i, j, len(ids), tuple(params.stop), max_new=params.max_new_tokens)
+        self.core.ensure_cache_length(max(len(run.encoded[i]) for _, i, _ in run.ready))
+        self.core.arm(entries)
+        run.ready.clear()
 
     def _consume(self, packed, jobs: Dict[int, _Job], results) -> None:
         arr = np.asarray(packed)

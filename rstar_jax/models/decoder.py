@@ -174,10 +174,12 @@ class Decoder(nnx.Module):
                             rngs=rngs)
 
     def __call__(self, tokens: Array, positions: Optional[Array] = None, *,
-                 cache: Optional[KVCache] = None, segment_ids: Optional[Array] = None):
+                 cache: Optional[KVCache] = None, segment_ids: Optional[Array] = None,
+                 slots: Optional[Array] = None):
         """tokens `[B, T]` int32; positions `[B, T]` (default 0..T-1).
 
-        Returns (hidden `[B, T, D]`, new cache or None).
+        `slots [B]`: the cache rows the batch rows own (prefill into decode
+        slots, see `layers.Attention`). Returns (hidden `[B, T, D]`, new cache or None).
         """
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -190,7 +192,7 @@ class Decoder(nnx.Module):
                 x = nnx.remat(_block_call, policy=REMAT_POLICIES[remat])(
                     layer, x, positions, segment_ids)
                 continue
-            x, layer_cache = layer(x, positions, None if cache is None else cache[i], segment_ids)
+            x, layer_cache = layer(x, positions, None if cache is None else cache[i], segment_ids, slots)
             if new_cache is not None:
                 new_cache.append(layer_cache)
         return self.norm(x), new_cache

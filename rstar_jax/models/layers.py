@@ -14,6 +14,9 @@ batched matmuls over (B, K) with no transpose of the cache (issue 4).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 from typing import Optional, Tuple
 
 import jax
@@ -25,12 +28,51 @@ from rstar_jax.models.sharding import constrain
 Array = jax.Array
 
 
+# (mesh, rules) while `init_placement` is active: parameters are drawn straight
+# into their shardings.
+_PLACEMENT: contextvars.ContextVar = contextvars.ContextVar("init_placement", default=None)
+
+
+@contextlib.contextmanager
+def init_placement(mesh, rules):
+    """Within it, `_param` draws each parameter directly into its sharding on
+    `mesh` (by `rules`), so an eager model construction never materialises a
+    parameter on one device."""
+    token = _PLACEMENT.set(None if mesh is None else (mesh, dict(rules or {})))
+    try:
+        yield
+    finally:
+        _PLACEMENT.reset(token)
+
+
+@functools.lru_cache(maxsize=256)
+def _normal_init(shape, std: float, dtype, sharding):
+    """A jitted normal(0, std) initializer for one shape: compiled once per
+    distinct (shape, dtype, sharding), so building a model eagerly costs a
+    handful of small compiles, not one whole-model initializer (issue 17)."""
+    return jax.jit(lambda key: (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype),
+                   out_shardings=sharding)
+
+
 def _param(rngs: nnx.Rngs, shape, axes, dtype, scale: Optional[float] = None) -> nnx.Param:
     """A normal(0, scale) parameter (scale defaults to 1/sqrt(fan_in))."""
     fan_in = shape[0] if len(shape) > 1 else 1
     std = scale if scale is not None else fan_in ** -0.5
-    value = std * jax.random.normal(rngs.params(), shape, jnp.float32)
-    return nnx.Param(value.astype(dtype), logical_axes=tuple(axes))
+    key = rngs.params()
+    placement = _PLACEMENT.get()
+    if isinstance(key, jax.core.Tracer):  # inside a trace (eval_shape, a jitted init)
+        value = (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+    else:
+        sharding = None
+        if placement is not None:
+            from jax.sharding import NamedSharding
+
+            from rstar_jax.models.sharding import logical_to_spec
+
+            mesh, rules = placement
+            sharding = NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+        value = _normal_init(tuple(shape), float(std), jnp.dtype(dtype), sharding)(key)
+    return nnx.Param(value, logical_axes=tuple(axes))
 
 
 def _zeros(shape, axes, dtype) -> nnx.Param:
@@ -107,8 +149,13 @@ class Attention(nnx.Module):
         return y + b[...].astype(self.dtype) if b is not None else y
 
     def __call__(self, x: Array, positions: Array, cache: Optional[Tuple[Array, Array]] = None,
-                 segment_ids: Optional[Array] = None):
+                 segment_ids: Optional[Array] = None, slots: Optional[Array] = None):
         """x `[B, T, D]`, positions `[B, T]`; cache (k, v) `[B, K, S, Dh]`.
+
+        `slots [B]` (with a cache of N >= B rows): row b's keys/values go to
+        cache row `slots[b]` and its queries read that row, through only the
+        key blocks below the largest position (batched prefill straight into
+        decode slots). Positions `>= S` mark padding: never written.
 
         Returns (out `[B, T, D]`, new cache or None).
         """
@@ -122,7 +169,7 @@ class Attention(nnx.Module):
 
         if cache is not None:
             ck, cv = cache
-            rows = jnp.arange(x.shape[0])[:, None]
+            rows = (jnp.arange(x.shape[0]) if slots is None else slots)[:, None]
             # Write [B, T, K, Dh] at (row, :, position): scatter dims (0, 2).
             ck = ck.at[rows, :, positions].set(k.astype(ck.dtype), mode="drop")
             cv = cv.at[rows, :, positions].set(v.astype(cv.dtype), mode="drop")
@@ -140,7 +187,10 @@ class Attention(nnx.Module):
         b, t = x.shape[:2]
         groups = self.heads // self.kv_heads
         qg = q.reshape(b, t, self.kv_heads, groups, self.head_dim)
-        if cache is not None and t == 1:
+        if slots is not None:
+            out = prefill_attention(qg, new_cache[0], new_cache[1], slots, positions, self.dtype)
+            out = out.reshape(b, t, self.heads, self.head_dim)
+        elif cache is not None and t == 1:
             out = _decode_attention(qg[:, 0], keys, values, mask[:, 0], self.head_dim, self.dtype)
             out = out.reshape(b, 1, self.heads, self.head_dim)
         else:
@@ -175,6 +225,57 @@ def _decode_attention(q: Array, keys: Array, values: Array, mask: Array, head_di
     return jnp.einsum("bkgs,bksh->bkgh", probs, values)
 
 
+PREFILL_KEY_BLOCK = 128
+
+
+def prefill_attention(q: Array, ck: Array, cv: Array, slots: Array, positions: Array, dtype,
+                      block: int = PREFILL_KEY_BLOCK) -> Array:
+    """Causal attention of chunk queries over their slots' cache rows.
+
+    q `[R, T, K, G, Dh]`; ck/cv `[N, K, S, Dh]` (already holding this chunk's
+    keys); slots `[R]`; positions `[R, T]` (`>= S`: padding). Keys are read
+    in blocks of `block` rows up to the largest real position of the call (a
+    `while` loop with a data-dependent trip count, online softmax), so a
+    chunk reads only the filled part of the cache whatever its bucket:
+    no compile per key length, no work on the empty tail. -> `[R, T, K, G, Dh]`.
+    """
+    r, t, kh, g, dh = q.shape
+    s = ck.shape[2]
+    blk = block if s % block == 0 else s
+    valid = positions < s
+    end = jnp.max(jnp.where(valid, positions, -1)) + 1
+    nblk = (end + blk - 1) // blk
+    qh = jnp.transpose(q, (0, 2, 1, 3, 4)).reshape(r, kh, t * g, dh)
+    qh = (qh * jnp.asarray(dh ** -0.5, qh.dtype)).astype(dtype)
+    qpos = jnp.repeat(jnp.where(valid, positions, s), g, axis=1)[:, None, :, None]  # [R, 1, TG, 1]
+    neg = jnp.finfo(jnp.float32).min
+
+    def rows(cache, start):
+        one = lambda slot: jax.lax.dynamic_slice(cache, (slot, 0, start, 0), (1, kh, blk, dh))[0]  # noqa: E731
+        return jax.vmap(one)(slots).astype(dtype)  # [R, K, blk, Dh]
+
+    def body(i, carry):
+        m, denom, acc = carry
+        start = i * blk
+        kb, vb = rows(ck, start), rows(cv, start)
+        sc = jnp.einsum("rkqh,rksh->rkqs", qh, kb, preferred_element_type=jnp.float32)
+        mask = (start + jnp.arange(blk))[None, None, None, :] <= qpos
+        sc = jnp.where(mask, sc, neg)
+        m_new = jnp.maximum(m, sc.max(-1, keepdims=True))
+        p = jnp.where(mask, jnp.exp(sc - m_new), 0.0)
+        scale = jnp.exp(m - m_new)
+        denom = denom * scale + p.sum(-1, keepdims=True)
+        acc = acc * scale + jnp.einsum("rkqs,rksh->rkqh", p.astype(dtype), vb,
+                                       preferred_element_type=jnp.float32)
+        return m_new, denom, acc
+
+    init = (jnp.full((r, kh, t * g, 1), neg, jnp.float32), jnp.zeros((r, kh, t * g, 1), jnp.float32),
+            jnp.zeros((r, kh, t * g, dh), jnp.float32))
+    _, denom, acc = jax.lax.fori_loop(0, nblk, body, init)
+    out = (acc / jnp.maximum(denom, 1e-30)).astype(dtype).reshape(r, kh, t, g, dh)
+    return jnp.transpose(out, (0, 2, 1, 3, 4))
+
+
 class MLP(nnx.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
@@ -204,8 +305,8 @@ class Block(nnx.Module):
         self.mlp = MLP(hidden=cfg.hidden_size, inner=cfg.intermediate_size, param_dtype=pd,
                        dtype=cd, rngs=rngs)
 
-    def __call__(self, x, positions, cache=None, segment_ids=None):
-        h, new_cache = self.attn(self.attn_norm(x), positions, cache, segment_ids)
+    def __call__(self, x, positions, cache=None, segment_ids=None, slots=None):
+        h, new_cache = self.attn(self.attn_norm(x), positions, cache, segment_ids, slots)
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ("activation_batch", "activation_length", "activation_embed")), new_cache

@@ -76,11 +76,11 @@ def test_greedy_equals_teacher_forced_argmax_across_buckets_and_slot_reuse(engin
 def test_candidates_share_one_prefill_and_greedy_candidates_agree(policy, tokenizer):
     engine = make_engine(policy, tokenizer, "engine.prefix_cache=false")
     calls = []
-    real = engine.core.prefill_kv
-    engine.core.prefill_kv = lambda *a, **k: calls.append(1) or real(*a, **k)
+    real = engine.core.prefill_rows
+    engine.core.prefill_rows = lambda rows, **k: calls.append(len(rows)) or real(rows, **k)
     (cands,) = engine.generate([GenerationRequest(prompt_with_tokens(tokenizer, 11),
                                                   SamplingParams(n=6, max_new_tokens=5, temperature=0))])
-    assert len(calls) == 1  # 6 candidates (two waves of slots) from one prefill
+    assert calls == [1]  # 6 candidates (two waves of slots) from one prefill of one row
     assert len({c.token_ids for c in cands}) == 1
 
 
@@ -127,9 +127,11 @@ def test_second_call_with_new_bucketed_prompts_compiles_nothing(policy, tokenize
         first = len(compiles)
         engine.generate([prompt_with_tokens(tokenizer, n, i) for i, n in zip((7, 11, 15), (7, 14, 25))],
                         **kw)
-        # A child extending a parent (prefix cache hit), the shape the search produces.
+        # A child extending a parent of an earlier call (prefix cache hit), the
+        # shape the search produces.
         parent = prompt_with_tokens(tokenizer, 18, 3)
-        engine.generate([parent, parent + " step by step"], **kw)
+        engine.generate([parent], **kw)
+        engine.generate([parent + " step by step"], **kw)
         assert engine.prefix_cache.hits >= 1
     assert warm > 0 and first == warm and len(compiles) == warm
 
