@@ -283,3 +283,16 @@ def tiny_step_tokenizer(boxed_answers: Sequence[str] = ()):
     extra = [f"\\boxed{{{a}}}" for a in boxed_answers]
     fast.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS) + extra})
     return fast
+
+
+def fake_execution_modules() -> dict:
+    """Module name -> attributes that stand in for `rstar_jax.execution`'s
+    pool, program assembly, answer extraction and grading: the fakes above,
+    for CLI-level tests that run `search` / `evaluate` without a sandbox."""
+    return {
+        "rstar_jax.execution.pool": dict(ExecutorPool=lambda cfg: FakeExecutor()),
+        "rstar_jax.execution.program": dict(cumulative_program=mock_cumulative_program,
+                                            step_code=mock_step_code),
+        "rstar_jax.execution.answers": dict(extract_answer=mock_extract_answer),
+        "rstar_jax.execution.grading": dict(grade=mock_grade),
+    }

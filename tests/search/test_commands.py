@@ -19,15 +19,8 @@ def fake_factories(monkeypatch):
                         lambda cfg, **kw: mock.MockEngine(steps=2, seeded=True), raising=False)
     monkeypatch.setattr(rstar_jax.inference, "load_ppm_scorer", lambda cfg, **kw: mock.MockScorer(),
                         raising=False)
-    mods = {
-        "rstar_jax.execution.pool": dict(ExecutorPool=lambda cfg: mock.FakeExecutor()),
-        "rstar_jax.execution.program": dict(cumulative_program=mock.mock_cumulative_program,
-                                            step_code=mock.mock_step_code),
-        "rstar_jax.execution.answers": dict(extract_answer=mock.mock_extract_answer),
-        "rstar_jax.execution.grading": dict(grade=mock.mock_grade),
-    }
     import rstar_jax.execution as pkg
-    for name, attrs in mods.items():
+    for name, attrs in mock.fake_execution_modules().items():
         m = types.ModuleType(name)
         for k, v in attrs.items():
             setattr(m, k, v)

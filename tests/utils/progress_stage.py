@@ -13,14 +13,7 @@ from rstar_jax.testing import mock
 
 rstar_jax.inference.load_policy_engine = lambda cfg, **kw: mock.MockEngine(steps=2, seeded=True)
 rstar_jax.inference.load_ppm_scorer = lambda cfg, **kw: mock.MockScorer()
-FAKES = {
-    "rstar_jax.execution.pool": dict(ExecutorPool=lambda cfg: mock.FakeExecutor()),
-    "rstar_jax.execution.program": dict(cumulative_program=mock.mock_cumulative_program,
-                                        step_code=mock.mock_step_code),
-    "rstar_jax.execution.answers": dict(extract_answer=mock.mock_extract_answer),
-    "rstar_jax.execution.grading": dict(grade=mock.mock_grade),
-}
-for name, attrs in FAKES.items():
+for name, attrs in mock.fake_execution_modules().items():
     module = types.ModuleType(name)
     for key, value in attrs.items():
         setattr(module, key, value)
