@@ -431,6 +431,10 @@ class InferenceEvalConfig:
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0  # 0: off
+    # Evaluate with the search's few-shot prompt (`mcts.few_shot`) instead of
+    # zero-shot: only for a pretrained model never fine-tuned on the step
+    # format (configs/presets/cpu-eval.yaml); the rounds keep false.
+    few_shot: bool = False
 
 
 @dataclass(frozen=True)

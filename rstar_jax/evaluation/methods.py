@@ -53,12 +53,16 @@ def method_config(method: str, cfg):
     Budgets, sampling and the PPM's role come from `cfg.inference_eval`, the
     one inference protocol of every round, never from the round's
     training-data search settings; prompts are zero-shot (the few-shot
-    prompt belongs to the round-1 bootstrap search only).
+    prompt belongs to the round-1 bootstrap search only) unless
+    `inference_eval.few_shot` asks for the search's few-shot prompt (an
+    un-fine-tuned pretrained model, which has never seen the step format).
     """
     from rstar_jax.config.schema import replace
 
     p = cfg.inference_eval
-    m = replace(cfg.mcts, few_shot=False, few_shot_path=None, candidates=p.candidates,
+    shots = dict(few_shot=cfg.mcts.few_shot, few_shot_path=cfg.mcts.few_shot_path) if p.few_shot \
+        else dict(few_shot=False, few_shot_path=None)
+    m = replace(cfg.mcts, **shots, candidates=p.candidates,
                 rollouts=p.rollouts, ppm_init_value=False, errors_threshold=p.errors_threshold,
                 temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
                 second_tree_for_unsolved=False, unsolved_seeds=0, unsolved_rollouts=0,
@@ -84,7 +88,7 @@ def protocol(cfg) -> Dict[str, object]:
             "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k,
             "trajectories": cfg.eval.k, "selection": cfg.eval.mcts_selection,
             "max_depth": cfg.mcts.max_depth, "max_new_tokens_per_step": cfg.mcts.max_new_tokens_per_step,
-            "prompt": "zero-shot"}
+            "prompt": "few-shot" if p.few_shot and cfg.mcts.few_shot else "zero-shot"}
 
 
 class CountingEngine:

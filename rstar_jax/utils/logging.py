@@ -33,11 +33,25 @@ progress_log = logging.getLogger("rstar_jax.progress")
 Figure = Union[int, float, str, None]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler on whatever `sys.stderr` is when a record is written, not the
+    stream of the moment it was made: a notebook's or a test's redirected
+    stderr comes and goes, and a handler kept on a closed one fails."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Configures the root logger once with the project's format (stderr)."""
     root = logging.getLogger()
     if not any(getattr(h, "_rstar", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(LOG_FORMAT, DATE_FORMAT))
         handler._rstar = True  # type: ignore[attr-defined]
         root.addHandler(handler)

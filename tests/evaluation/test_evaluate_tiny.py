@@ -59,6 +59,7 @@ eval:
   limit: 2
   chunk_size: 8
   bootstrap_samples: 20
+  allow_untrained_ppm: true    # a tiny random model: the PPM methods score with a fresh head
 logging:
   level: WARNING
   progress: false

@@ -146,6 +146,24 @@ def test_evaluation_prompts_are_zero_shot_after_a_few_shot_search():
                                                                  sep=cfg.data.assistant_sep)
 
 
+def test_inference_eval_few_shot_keeps_the_search_prompt_for_an_untuned_model():
+    """`inference_eval.few_shot` (the CPU preset for a pretrained model never
+    fine-tuned on the step format) evaluates with the search's few-shot
+    prompt, and the report's protocol says so; the default stays zero-shot."""
+    from rstar_jax.config.schema import replace
+    from rstar_jax.data.prompts import make_prompt_fn
+
+    cfg = _round_like(make_cfg(), few_shot=True)
+    cfg = replace(cfg, inference_eval=replace(cfg.inference_eval, few_shot=True))
+    q = "What is 2 + 3?"
+    for method in ("greedy", "mcts_ppm"):
+        view = methods.method_config(method, cfg)
+        assert make_prompt_fn(view)(q) == make_prompt_fn(cfg)(q)
+    assert methods.protocol(cfg)["prompt"] == "few-shot"
+    off = replace(cfg, inference_eval=replace(cfg.inference_eval, few_shot=False))
+    assert methods.protocol(off)["prompt"] == "zero-shot"
+
+
 def test_session_rebuilds_when_the_model_changes(monkeypatch):
     import rstar_jax.execution.pool as pool
     import rstar_jax.inference as inf

@@ -100,8 +100,8 @@ def test_whole_search_compiles_nothing_after_warmup():
     from search.search_helpers import add_problems, make_cfg
 
     from rstar_jax.data.prompts import STEP_STOPS
-    from rstar_jax.search import mock
     from rstar_jax.search.driver import MCTSDriver
+    from rstar_jax.testing import mock
 
     tok = mock.tiny_step_tokenizer(boxed_answers=("7", "8"))
     cfg = tiny_cfg(f"model.vocab_size={len(tok)}", "engine.num_slots=8", "engine.max_seq_len=256",

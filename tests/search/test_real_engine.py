@@ -122,6 +122,8 @@ def test_search_with_the_real_engine_is_structured_deterministic_and_resumable(c
     resume_dir.mkdir()
     first_line = path.read_bytes().splitlines(keepends=True)[0]
     (resume_dir / "trees.0.jsonl").write_bytes(first_line)
+    for name in ("fingerprint.json", "config.yaml"):  # written before the first tree
+        (resume_dir / name).write_bytes((path.parent / name).read_bytes())
     resumed, path2 = search(capsys, setup, "b")
     assert (resumed["skipped"], resumed["searched"]) == (1, 2)
     assert sorted(path2.read_bytes().splitlines()) == sorted(path.read_bytes().splitlines())

@@ -177,3 +177,19 @@ def test_evaluate_bar_counts_each_problem_as_the_runner_finishes_it(tmp_path):
     # chunk_size=2: a line per problem as it finishes, then the chunk's graded line.
     assert done[:2] == [1, 2] and 3 in done and done[-1] == 4, stream.getvalue()
     assert done == sorted(done)
+
+
+def test_log_handler_follows_the_current_stderr(monkeypatch):
+    """A handler set up under one stderr keeps working when that stream is
+    replaced and closed (pytest's capture, a notebook's redirect)."""
+    import logging as std_logging
+
+    from rstar_jax.utils.logging import setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging("INFO")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    std_logging.getLogger("rstar_jax.test").warning("still heard")
+    assert "still heard" in second.getvalue()
