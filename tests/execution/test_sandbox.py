@@ -129,3 +129,20 @@ def test_final_answer_only_from_the_model_text():
     written = t.nodes[T.add_child(t, 0, "<answer>so \\boxed{7}<end_of_answer>")]
     T.apply_terminal_rules(written, 0, errors_threshold=2, max_depth=16)
     assert written.terminal_reason == T.FINAL_ANSWER
+
+
+def test_the_hostile_programs_suite_holds_for_an_unprivileged_uid():
+    """tests/execution/test_hostile.py once more, whole, as uid 65534 (the
+    ordinary run is the test process's own user: root in CI)."""
+    if os.geteuid() != 0:
+        pytest.skip("already unprivileged: the ordinary run of test_hostile.py is the non-root run")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": REPO, "HOME": "/tmp", "LANG": "C.UTF-8"}
+    inner = ("import os, sys, pytest; print('uid', os.geteuid(), flush=True); "
+             f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '--rootdir', {REPO!r}, "
+             f"'-c', {os.path.join(REPO, 'pytest.ini')!r}, {os.path.join(HERE, 'test_hostile.py')!r}]))")
+    cmd = [sys.executable, os.path.join(HERE, "as_nobody.py"), str(NOBODY), "--", sys.executable, "-c", inner]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd="/")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert f"uid {NOBODY}" in r.stdout
+    summary = r.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, summary
