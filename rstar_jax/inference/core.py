@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 from rstar_jax.inference import stops as stops_lib
-from rstar_jax.inference.sampling import sample, slot_keys
+from rstar_jax.inference.sampling import sample, slot_uniforms
 from rstar_jax.inference.types import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -446,12 +446,16 @@ class DecodeCore:
         policy = nnx.merge(self.graphdef, params)
         n, steps = self.num_slots, self.steps
         out0 = jnp.zeros((n, steps, 3), jnp.float32)
+        # A slot live at step t has drawn t tokens this call (arming happens
+        # between calls), so its t-th draw is the one for count + t; rows of
+        # idle slots are never used.
+        draws = slot_uniforms(state["seed"], state["candidate"], state["count"], steps)
 
         def step(t, carry):
             st, out = carry
             logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"])
-            keys = slot_keys(st["seed"], st["candidate"], st["count"])
-            tok, lp = sample(logits[:, 0], keys, st["temperature"], st["top_k"], st["top_p"])
+            tok, lp = sample(logits[:, 0], None, st["temperature"], st["top_k"], st["top_p"],
+                             uniforms=draws[t])
             run = st["active"]
             hit = (match_bits[st["stop_state"], tok] & st["stop_mask"]) != 0
             eos = jnp.any(tok[:, None] == eos_ids[None, :], axis=-1)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rstar_jax.inference.sampling import sample, slot_keys
+from rstar_jax.inference.sampling import key_uniforms, sample, slot_keys, slot_uniforms
 
 PROBS = np.array([0.5, 0.3, 0.15, 0.05], np.float32)
 DRAWS = 4000
@@ -122,3 +122,17 @@ def test_draw_never_picks_a_filtered_token_and_handles_partial_blocks():
     target = np.array([0.2, 0.3, 0.4]) / 0.9
     freq = np.array([np.mean(toks == t) for t in (255, 256, 299)])
     assert np.all(np.abs(freq - target) < 4 * np.sqrt(target * (1 - target) / n))
+
+
+def test_a_decode_calls_draws_are_the_per_token_keys_draws():
+    """`slot_uniforms` (one pass per decode call) gives bit for bit the number
+    each token's own key gives, so the tokens do not depend on the call size."""
+    seed = jnp.asarray([3, 3, 9, 0], jnp.int32)
+    cand = jnp.asarray([0, 1, 2, 5], jnp.int32)
+    first = jnp.asarray([0, 17, 4, 300], jnp.int32)
+    draws = np.asarray(slot_uniforms(seed, cand, first, 6))
+    assert draws.shape == (6, 4)
+    for t in range(6):
+        one = np.asarray(key_uniforms(slot_keys(seed, cand, first + t)))
+        np.testing.assert_array_equal(draws[t], one)
+    assert len(set(draws.ravel().tolist())) == draws.size and ((draws >= 0) & (draws < 1)).all()
