@@ -114,17 +114,22 @@ def main(argv=None) -> None:
 
     print(f"backend {jax.default_backend()}; load average {os.getloadavg()[0]:.1f}; batch {b}, cache {s}, "
           f"positions [{lo}, {hi}) (largest {end - 1}), {args.dtype}, {args.reps} reps", flush=True)
-    jitted = {}
+    jitted, failed, diffs = {}, {}, {}
     for g, cases in groups.items():
         outs = {}
-        for name, (fn, fa) in cases.items():
+        for name, (fn, fa) in list(cases.items()):
             jf = jax.jit(fn)
-            outs[name] = np.asarray(jax.block_until_ready(jf(*fa)), np.float32)
+            try:
+                outs[name] = np.asarray(jax.block_until_ready(jf(*fa)), np.float32)
+            except Exception as e:  # noqa: BLE001 - a kernel this backend cannot run: say so
+                failed[f"{g}/{name}"] = f"{type(e).__name__}: {str(e)[:300]}"
+                print(f"{g:15s} {name:13s} failed: {failed[f'{g}/{name}']}", flush=True)
+                del cases[name]
+                continue
             jitted[(g, name)] = (jf, fa)
         base = next(iter(outs.values()))
-        for name, o in outs.items():  # the variants compute the same thing
-            err = float(np.abs(o - base).max() / (np.abs(base).max() + 1e-30))
-            assert err < (1e-4 if dt == jnp.float32 else 3e-2), (g, name, err)
+        for name, o in outs.items():  # the variants compute the same thing: recorded
+            diffs[f"{g}/{name}"] = float(np.abs(o - base).max() / (np.abs(base).max() + 1e-30))
     cpu = {k: 0.0 for k in jitted}
     wall = {k: [] for k in jitted}
     for _ in range(args.reps):
@@ -134,7 +139,8 @@ def main(argv=None) -> None:
             cpu[k] += time.process_time() - c
             wall[k].append(time.perf_counter() - t)
     out = {"backend": jax.default_backend(), "batch": b, "cache": s, "positions": [lo, hi],
-           "dtype": args.dtype, "reps": args.reps, "load_avg": os.getloadavg()[0], "groups": {}}
+           "dtype": args.dtype, "reps": args.reps, "load_avg": os.getloadavg()[0], "groups": {},
+           "failed": failed, "max_rel_diff_vs_baseline": diffs, "decode_attention_paths": da.paths_used()}
     for g, cases in groups.items():
         names = list(cases)
         rows = {}
@@ -144,7 +150,8 @@ def main(argv=None) -> None:
             rows[name] = dict(cpu_ms=round(c_ms, 3), wall_ms=round(w_ms, 3),
                               speedup_cpu=round(c0 / c_ms, 3), speedup_wall=round(w0 / w_ms, 3))
             print(f"{g:15s} {name:13s} {c_ms:9.3f} ms CPU  {w_ms:9.3f} ms wall   "
-                  f"x{c0 / c_ms:5.2f} (CPU)  x{w0 / w_ms:5.2f} (wall) vs {names[0]}", flush=True)
+                  f"x{c0 / c_ms:5.2f} (CPU)  x{w0 / w_ms:5.2f} (wall) vs {names[0]}  "
+                  f"(max rel diff {diffs[f'{g}/{name}']:.1e})", flush=True)
         out["groups"][g] = rows
     if args.out:
         with open(args.out, "w") as fh:

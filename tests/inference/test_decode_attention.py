@@ -100,3 +100,43 @@ def test_engine_greedy_tokens_are_those_of_the_whole_cache_path(policy, tokenize
         argmax, _ = teacher_forced(policy, tokenizer.encode(prompt), c.token_ids)
         np.testing.assert_array_equal(np.asarray(c.token_ids), argmax)
     assert max(len(ids) for ids in (tokenizer.encode(p) for p in prompts)) + 21 > 32  # crossed into S 64
+
+
+def test_gpu_choice_falls_back_to_blocks_where_the_kernel_cannot_run(monkeypatch):
+    """On a GPU backend: the kernel for bf16/f16 caches whose length it tiles
+    when its probe compile succeeds; blocks for float32, untileable lengths,
+    a failed probe, or a mesh of several devices."""
+    monkeypatch.setattr(da.jax, "default_backend", lambda: "gpu")
+    probe = {"ok": True}
+    monkeypatch.setattr(da, "_pallas_compiles", lambda *a: probe["ok"])
+    q16, c16 = jnp.zeros((2, K, G, DH), jnp.bfloat16), jnp.zeros((2, K, 256, DH), jnp.bfloat16)
+    assert da._auto_path(q16, c16, jnp.bfloat16) == "pallas"
+    assert da._auto_path(q16.astype(jnp.float32), c16.astype(jnp.float32), jnp.float32) == "blocked"
+    assert da._auto_path(q16, jnp.zeros((2, K, 40, DH), jnp.bfloat16), jnp.bfloat16) == "blocked"
+    probe["ok"] = False
+    assert da._auto_path(q16, c16, jnp.bfloat16) == "blocked"
+    probe["ok"] = True
+    from types import SimpleNamespace
+    monkeypatch.setattr(da, "current_context", lambda: (SimpleNamespace(size=4), {}))
+    assert da._auto_path(q16, c16, jnp.bfloat16) == "blocked"
+
+
+def test_kernel_probe_inside_a_trace_reports_failure_instead_of_raising():
+    """Off GPU the Triton kernel cannot compile: the probe (run while the
+    decode step is being traced) says so and the caller falls back."""
+    assert jax.default_backend() == "cpu"
+    seen = []
+
+    def traced(x):
+        seen.append(da._pallas_compiles((2, K, G, DH), (2, K, 64, DH), "bfloat16"))
+        return x + 1
+
+    jax.jit(traced)(jnp.zeros(3))
+    assert seen == [False]
+
+
+def test_pallas_tiling_uses_power_of_two_splits_of_at_least_16_keys():
+    assert da._pallas_split(256) == (16, 16)
+    assert da._pallas_split(384) == (12, 32)
+    assert da._pallas_split(4096) == (16, 128)
+    assert da._pallas_split(8) is None and da._pallas_split(40) is None
