@@ -78,16 +78,26 @@ def test_cpu_picks_the_whole_cache_path():
     assert da._auto_path(q, jnp.zeros((2, K, S, DH)), jnp.float32) == "full"
 
 
+ENGINE_CFG = (*SMALL, "engine.prefix_cache=false")
+
+
+@pytest.fixture(scope="module")
+def whole_cache_run(policy, tokenizer):
+    """8 prompts of 1-30 tokens through 4 slots, greedy, on CPU's whole-cache path."""
+    prompts = [prompt_with_tokens(tokenizer, n, i) for i, n in enumerate([3, 8, 9, 16, 17, 30, 1, 12])]
+    with da.decode_attention_path("full"):
+        engine = Engine(policy, tokenizer, tiny_cfg(*ENGINE_CFG).engine)
+        return prompts, engine.generate(prompts, n=1, max_new_tokens=21, temperature=0.0)
+
+
 @pytest.mark.parametrize("path", ["blocked", "pallas"])
-def test_engine_greedy_tokens_are_those_of_the_whole_cache_path(policy, tokenizer, path):
+def test_engine_greedy_tokens_are_those_of_the_whole_cache_path(policy, tokenizer, whole_cache_run, path):
     """8 prompts of 1-30 tokens through 4 slots (every slot reused, stale keys
     past each position), decoding across key blocks of 16 and cache lengths
     8-64: the same tokens and log-probs as the whole-cache path, and the
     teacher-forced argmax. The pallas path falls back to blocks at S = 8."""
-    lengths = [3, 8, 9, 16, 17, 30, 1, 12]
-    prompts = [prompt_with_tokens(tokenizer, n, i) for i, n in enumerate(lengths)]
-    cfg = tiny_cfg(*SMALL, "engine.prefix_cache=false").engine
-    full = Engine(policy, tokenizer, cfg).generate(prompts, n=1, max_new_tokens=21, temperature=0.0)
+    prompts, full = whole_cache_run
+    cfg = tiny_cfg(*ENGINE_CFG).engine
     before = {k: set(v) for k, v in da.paths_used().items()}
     with da.decode_attention_path(path, block=16):
         engine = Engine(policy, tokenizer, cfg)
