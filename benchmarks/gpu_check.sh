@@ -20,6 +20,14 @@
 #   bench_engine.log      its stdout/stderr
 #   warm_start.json       init + warmup again in a new process, with the persistent
 #                         compilation cache filled by the first run (if time is left)
+#   decode_parts_b64.json, decode_parts_b256.json (if time is left)
+#                         benchmarks/ab_decode_parts.py at the 1.5B shape, bf16, cache
+#                         512, positions 256-383: one layer's decode attention per
+#                         path (full cache / key blocks to the largest position / the
+#                         Pallas kernel), fused vs separate q/k/v and gate/up over all
+#                         layers; decode_attention_paths says which path ran, `failed`
+#                         any that could not. The engine's own choice is in
+#                         bench_engine.json, warmup_report.decode_attention.
 # Acceptance (issue 17): batch 256 tokens_per_s >= 0.75 x decode_tokens_per_s;
 # decode_roofline_share >= 0.65 at 64 and 256, >= 0.55 at 1; init_s + warmup_s <= 60.
 set -u
@@ -62,4 +70,14 @@ if [ "$(left)" -gt 45 ]; then
     --out "$OUT/warm_start.json" > "$OUT/warm_start.log" 2>&1
   log "warm start rc=$?"
 fi
+for B in 64 256; do
+  if [ "$(left)" -gt 40 ]; then
+    log "decode parts at batch $B (ab_decode_parts)"
+    timeout --signal=INT --kill-after=5 "$(( $(left) - 5 ))" \
+      $PY benchmarks/ab_decode_parts.py --model configs/models/qwen2.5-math-1.5b.yaml --dtype bfloat16 \
+      --batch "$B" --cache 512 --positions 256,384 --reps 10 --out "$OUT/decode_parts_b$B.json" \
+      > "$OUT/decode_parts_b$B.log" 2>&1
+    log "decode parts rc=$? ($(grep -E '^(attention|qkv|gate)' "$OUT/decode_parts_b$B.log" | tr -s ' ' | tr '\n' ';' | cut -c1-400))"
+  fi
+done
 log "done; results in $OUT"

@@ -59,7 +59,7 @@ def main(argv=None):
     from rstar_jax.inference.sampling import sample, slot_keys
     from rstar_jax.inference.types import SamplingParams
     from rstar_jax.models import ArchConfig, Policy
-    from rstar_jax.models.layers import _decode_attention
+    from rstar_jax.models.decode_attention import full_decode_attention as _decode_attention
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cfg = load_config(os.path.join(root, "configs/models/smollm2-135m.yaml"))
@@ -69,7 +69,8 @@ def main(argv=None):
     d, L, V = arch.hidden_size, arch.num_layers, arch.vocab_size
     K, H, Dh = arch.num_kv_heads, arch.num_heads, arch.head_dim
     G = H // K
-    gflops, gbs = machine_limits()
+    flops_s, bytes_s = machine_limits(jnp.float32, False)
+    gflops, gbs = flops_s / 1e9, bytes_s / 1e9
     print(f"load average {os.getloadavg()[0]:.1f}; peak matmul {gflops:.0f} GFLOP/s, "
           f"read {gbs:.1f} GB/s; batch {b}, cache {s}", flush=True)
     rng = np.random.RandomState(0)
@@ -147,7 +148,7 @@ def main(argv=None):
         t = time.perf_counter()
         engine.decode()
         best = min(best, (time.perf_counter() - t) / ecfg.decode_steps_per_call)
-    flops, nbytes = step_cost(arch, b, s)
+    flops, nbytes = step_cost(arch, b, s, 4)
     ideal = max(flops / (gflops * 1e9), nbytes / (gbs * 1e9))
     print(f"engine decode step: {best * 1e3:.1f} ms; ideal {ideal * 1e3:.1f} ms "
           f"({flops / 1e9:.1f} GFLOP, {nbytes / 1e6:.0f} MB) -> {ideal / best:.0%} of the roofline",

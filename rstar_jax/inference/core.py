@@ -42,6 +42,7 @@ from flax import nnx
 from rstar_jax.inference import stops as stops_lib
 from rstar_jax.inference.sampling import sample, slot_uniforms
 from rstar_jax.inference.types import SamplingParams
+from rstar_jax.models.decode_attention import paths_used
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class DecodeCore:
         self.reset()
         out = {k: {"shapes": n, "seconds": round(t, 3)} for k, (n, t) in report.items()}
         out["total_seconds"] = round(sum(t for _, t in report.values()), 3)
+        out["decode_attention"] = paths_used()  # which path each traced shape took
         log.info("engine warmup: %s", out)
         return out
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rstar_jax.models.decode_attention import decode_attention
 from rstar_jax.models.sharding import constrain
 
 Array = jax.Array
@@ -191,7 +192,8 @@ class Attention(nnx.Module):
             out = prefill_attention(qg, new_cache[0], new_cache[1], slots, positions, self.dtype)
             out = out.reshape(b, t, self.heads, self.head_dim)
         elif cache is not None and t == 1:
-            out = _decode_attention(qg[:, 0], keys, values, mask[:, 0], self.head_dim, self.dtype)
+            # Per backend: the whole cache on CPU, only its filled part elsewhere.
+            out = decode_attention(qg[:, 0], ck, cv, positions[:, 0], self.dtype)
             out = out.reshape(b, 1, self.heads, self.head_dim)
         else:
             scores = jnp.einsum("btkgh,bksh->bkgts", qg, keys).astype(jnp.float32)
@@ -203,26 +205,6 @@ class Attention(nnx.Module):
         wo = self.o[...].astype(self.dtype)
         out = out.reshape(b, t, -1) @ wo.reshape(-1, wo.shape[-1])
         return out, new_cache
-
-
-def _decode_attention(q: Array, keys: Array, values: Array, mask: Array, head_dim: int,
-                      dtype) -> Array:
-    """One query token per row: q `[B, K, G, Dh]`, keys/values `[B, K, S, Dh]`,
-    mask `[B, S]` -> `[B, K, G, Dh]`.
-
-    The scores come out as `[B, K, S, G]` (the cache as the dot's left
-    operand), the form XLA:CPU runs fastest; the barrier keeps XLA from
-    folding the transpose that follows into the dot (which makes it a 3x
-    slower `[B, K, G, S]` dot). At batch 64, S 256 this measured 1.4-1.5 ms
-    per layer against 2.3-2.4 ms for a broadcast multiply-reduce over the
-    former `[B, S, K, Dh]` cache and 2.0 ms without the barrier (issue 4).
-    """
-    scores = jnp.einsum("bksh,bkgh->bksg", keys, q * jnp.asarray(head_dim ** -0.5, q.dtype),
-                        preferred_element_type=jnp.float32)
-    scores = jnp.swapaxes(jax.lax.optimization_barrier(scores), 2, 3)  # [B, K, G, S]
-    scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-    return jnp.einsum("bkgs,bksh->bkgh", probs, values)
 
 
 PREFILL_KEY_BLOCK = 128
