@@ -127,6 +127,22 @@ def full_decode_attention(q: Array, keys: Array, values: Array, mask: Array, hea
     return jnp.einsum("bkgs,bksh->bkgh", probs, values)
 
 
+def online_softmax_block(carry, scores: Array, mask: Array, values: Array, dtype):
+    """One key block of an online softmax (shared by the blocked decode and
+    the prefill attention): carry (running max `[..., Q, 1]`, denominator
+    `[..., Q, 1]`, accumulator `[..., Q, Dh]`, float32); `scores [..., Q, S]`
+    float32, `mask` broadcastable to them, `values [..., S, Dh]`."""
+    m, denom, acc = carry
+    sc = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    m_new = jnp.maximum(m, sc.max(-1, keepdims=True))
+    p = jnp.where(mask, jnp.exp(sc - m_new), 0.0)
+    scale = jnp.exp(m - m_new)
+    denom = denom * scale + p.sum(-1, keepdims=True)
+    acc = acc * scale + jnp.einsum("...qs,...sh->...qh", p.astype(dtype), values,
+                                   preferred_element_type=jnp.float32)
+    return m_new, denom, acc
+
+
 def _blocked(q, ck, cv, positions, dtype, block):
     """Online softmax over key blocks `[0, max(positions)]` of every row."""
     b, kh, g, dh = q.shape
@@ -140,20 +156,12 @@ def _blocked(q, ck, cv, positions, dtype, block):
     neg = jnp.finfo(jnp.float32).min
 
     def body(i, carry):
-        m, denom, acc = carry
         start = i * blk
         kb = jax.lax.dynamic_slice_in_dim(ck, start, blk, 2).astype(dtype)
         vb = jax.lax.dynamic_slice_in_dim(cv, start, blk, 2).astype(dtype)
         sc = jnp.einsum("bksh,bkgh->bkgs", kb, qs, preferred_element_type=jnp.float32)
         mask = (start + jnp.arange(blk))[None, None, None, :] <= qpos
-        sc = jnp.where(mask, sc, neg)
-        m_new = jnp.maximum(m, sc.max(-1, keepdims=True))
-        p = jnp.where(mask, jnp.exp(sc - m_new), 0.0)
-        scale = jnp.exp(m - m_new)
-        denom = denom * scale + p.sum(-1, keepdims=True)
-        acc = acc * scale + jnp.einsum("bkgs,bksh->bkgh", p.astype(dtype), vb,
-                                       preferred_element_type=jnp.float32)
-        return m_new, denom, acc
+        return online_softmax_block(carry, sc, mask, vb, dtype)
 
     init = (jnp.full((b, kh, g, 1), neg, jnp.float32), jnp.zeros((b, kh, g, 1), jnp.float32),
             jnp.zeros((b, kh, g, dh), jnp.float32))

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rstar_jax.models.decode_attention import decode_attention
+from rstar_jax.models.decode_attention import decode_attention, online_softmax_block
 from rstar_jax.models.sharding import constrain
 
 Array = jax.Array
@@ -237,19 +237,11 @@ def prefill_attention(q: Array, ck: Array, cv: Array, slots: Array, positions: A
         return jax.vmap(one)(slots).astype(dtype)  # [R, K, blk, Dh]
 
     def body(i, carry):
-        m, denom, acc = carry
         start = i * blk
         kb, vb = rows(ck, start), rows(cv, start)
         sc = jnp.einsum("rkqh,rksh->rkqs", qh, kb, preferred_element_type=jnp.float32)
         mask = (start + jnp.arange(blk))[None, None, None, :] <= qpos
-        sc = jnp.where(mask, sc, neg)
-        m_new = jnp.maximum(m, sc.max(-1, keepdims=True))
-        p = jnp.where(mask, jnp.exp(sc - m_new), 0.0)
-        scale = jnp.exp(m - m_new)
-        denom = denom * scale + p.sum(-1, keepdims=True)
-        acc = acc * scale + jnp.einsum("rkqs,rksh->rkqh", p.astype(dtype), vb,
-                                       preferred_element_type=jnp.float32)
-        return m_new, denom, acc
+        return online_softmax_block(carry, sc, mask, vb, dtype)
 
     init = (jnp.full((r, kh, t * g, 1), neg, jnp.float32), jnp.zeros((r, kh, t * g, 1), jnp.float32),
             jnp.zeros((r, kh, t * g, dh), jnp.float32))
