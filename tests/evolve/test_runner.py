@@ -253,7 +253,7 @@ def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
     r = {s.round: s.cfg for s in plan}
     assert (r[1].mcts.errors_threshold, r[2].mcts.errors_threshold) == (2, 1)
     assert r[3].mcts.ppm_init_value and not r[2].mcts.ppm_init_value
-    assert r[4].mcts.rollouts > r[3].mcts.rollouts and r[4].mcts.unsolved_seeds == 1
+    assert r[4].mcts.unsolved_rollouts > r[3].mcts.unsolved_rollouts and r[4].mcts.unsolved_seeds == 1
     # Round 1's PPM trains longer; later rounds continue it (round files inherit each other).
     assert [r[i].train.ppm.max_steps for i in (1, 2, 3, 4)] == [240, 80, 80, 80]
     assert r[1].data.arith_test_seed != r[1].data.arith_seed != r[1].data.arith_corpus_seed
