@@ -143,6 +143,17 @@ def online_softmax_block(carry, scores: Array, mask: Array, values: Array, dtype
     return m_new, denom, acc
 
 
+def online_softmax(num_blocks, body, lead: Tuple[int, ...], dh: int, dtype) -> Array:
+    """Runs `body(i, carry) -> carry` (one `online_softmax_block` per key
+    block) over `num_blocks` blocks from an empty carry whose accumulator is
+    `[*lead, Dh]`; returns the normalised output `[*lead, Dh]` in `dtype`."""
+    neg = jnp.finfo(jnp.float32).min
+    init = (jnp.full((*lead, 1), neg, jnp.float32), jnp.zeros((*lead, 1), jnp.float32),
+            jnp.zeros((*lead, dh), jnp.float32))
+    _, denom, acc = jax.lax.fori_loop(0, num_blocks, body, init)
+    return (acc / jnp.maximum(denom, 1e-30)).astype(dtype)
+
+
 def _blocked(q, ck, cv, positions, dtype, block):
     """Online softmax over key blocks `[0, max(positions)]` of every row."""
     b, kh, g, dh = q.shape
@@ -153,7 +164,6 @@ def _blocked(q, ck, cv, positions, dtype, block):
     end = jnp.minimum(jnp.max(positions) + 1, s)
     qs = (q * jnp.asarray(dh ** -0.5, q.dtype)).astype(dtype)
     qpos = positions[:, None, None, None]
-    neg = jnp.finfo(jnp.float32).min
 
     def body(i, carry):
         start = i * blk
@@ -163,10 +173,7 @@ def _blocked(q, ck, cv, positions, dtype, block):
         mask = (start + jnp.arange(blk))[None, None, None, :] <= qpos
         return online_softmax_block(carry, sc, mask, vb, dtype)
 
-    init = (jnp.full((b, kh, g, 1), neg, jnp.float32), jnp.zeros((b, kh, g, 1), jnp.float32),
-            jnp.zeros((b, kh, g, dh), jnp.float32))
-    _, denom, acc = jax.lax.fori_loop(0, (end + blk - 1) // blk, body, init)
-    return (acc / jnp.maximum(denom, 1e-30)).astype(dtype)
+    return online_softmax((end + blk - 1) // blk, body, (b, kh, g), dh, dtype)
 
 
 def _pallas_split(s: int) -> Optional[Tuple[int, int]]:

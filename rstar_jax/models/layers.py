@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rstar_jax.models.decode_attention import decode_attention, online_softmax_block
+from rstar_jax.models.decode_attention import decode_attention, online_softmax, online_softmax_block
 from rstar_jax.models.sharding import constrain
 
 Array = jax.Array
@@ -230,7 +230,6 @@ def prefill_attention(q: Array, ck: Array, cv: Array, slots: Array, positions: A
     qh = jnp.transpose(q, (0, 2, 1, 3, 4)).reshape(r, kh, t * g, dh)
     qh = (qh * jnp.asarray(dh ** -0.5, qh.dtype)).astype(dtype)
     qpos = jnp.repeat(jnp.where(valid, positions, s), g, axis=1)[:, None, :, None]  # [R, 1, TG, 1]
-    neg = jnp.finfo(jnp.float32).min
 
     def rows(cache, start):
         one = lambda slot: jax.lax.dynamic_slice(cache, (slot, 0, start, 0), (1, kh, blk, dh))[0]  # noqa: E731
@@ -243,10 +242,7 @@ def prefill_attention(q: Array, ck: Array, cv: Array, slots: Array, positions: A
         mask = (start + jnp.arange(blk))[None, None, None, :] <= qpos
         return online_softmax_block(carry, sc, mask, vb, dtype)
 
-    init = (jnp.full((r, kh, t * g, 1), neg, jnp.float32), jnp.zeros((r, kh, t * g, 1), jnp.float32),
-            jnp.zeros((r, kh, t * g, dh), jnp.float32))
-    _, denom, acc = jax.lax.fori_loop(0, nblk, body, init)
-    out = (acc / jnp.maximum(denom, 1e-30)).astype(dtype).reshape(r, kh, t, g, dh)
+    out = online_softmax(nblk, body, (r, kh, t * g), dh, dtype).reshape(r, kh, t, g, dh)
     return jnp.transpose(out, (0, 2, 1, 3, 4))
 
 
