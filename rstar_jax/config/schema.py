@@ -428,7 +428,7 @@ class InferenceEvalConfig:
     candidates: int = 32  # candidates per step
     ppm_init_value: bool = True  # the PPM gives every new leaf its initial value
     errors_threshold: int = 1  # the trained policy's (round 1's search uses 2)
-    temperature: float = 0.7
+    temperature: float = 1.0  # the reference's (sft_eval_mcts.yaml)
     top_p: float = 1.0
     top_k: int = 0  # 0: off
     # Evaluate with the search's few-shot prompt (`mcts.few_shot`) instead of
