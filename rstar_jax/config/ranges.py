@@ -142,6 +142,7 @@ RANGES: Dict[str, Range] = {
     "mcts.ppm_pairs_one_side_max": ONE_UP,
     "mcts.ppm_min_margin": Range(0.0, 2.0),  # Q values lie in [-1, 1]
     "mcts.ppm_min_edit_distance": NONNEG,
+    "inference_eval.runs": ONE_UP,
     "inference_eval.rollouts": ONE_UP,
     "inference_eval.candidates": ONE_UP,
     "inference_eval.errors_threshold": ONE_UP,

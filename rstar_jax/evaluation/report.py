@@ -5,7 +5,8 @@ A benchmark summary is computed from its stored ProblemResults alone:
 choice), with a seeded bootstrap 95% interval; `first`, `maj@k`, `best@k`,
 `weighted@k` and unbiased `pass@k` re-score the candidates as `aggregate`
 does; the accuracy-vs-trajectories curve is Figure 3 of the paper; the
-average generated tokens per problem is Table 9's figure; MATH500 also gets
+average generated tokens per problem is Table 9's figure (with the average
+rollouts, the compute per problem); MATH500 also gets
 per-level and per-subject accuracy.
 """
 
@@ -63,6 +64,10 @@ def benchmark_summary(
     out.update(metrics.summarize(per, bootstrap_samples=0))
     toks = [r.generated_tokens for r in results]
     out["avg_generated_tokens"] = round(metrics.mean(toks), 2) if toks else None
+    # The compute per problem beside the tokens: search rollouts over all its
+    # trees (an MCTS+PPM problem's runs x rollouts; a baseline path is one).
+    rolls = [r.meta["rollouts"] for r in results if "rollouts" in r.meta]
+    out["avg_rollouts"] = round(metrics.mean(rolls), 2) if rolls else None
     out["avg_candidates"] = round(metrics.mean([len(r.preds) for r in results]), 2) if results \
         else None
     out["curve"] = metrics.accuracy_vs_trajectories([s for s in samples if s.preds], None,
