@@ -134,6 +134,8 @@ RANGES: Dict[str, Range] = {
     "mcts.trees_in_flight": ONE_UP,
     "mcts.beam_width": ONE_UP,
     "mcts.best_of_n": ONE_UP,
+    "mcts.greedy_errors_threshold": ONE_UP,
+    "mcts.greedy_max_new_tokens": ONE_UP,
     "mcts.beam_expand": NONNEG,  # 0: `candidates`
     "mcts.answer_top_k": ONE_UP,
     "mcts.extract_top_k": ONE_UP,

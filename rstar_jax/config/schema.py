@@ -218,6 +218,14 @@ class MCTSConfig:
     overlap_execution: bool = True
     beam_width: int = 4
     best_of_n: int = 8
+    # The `greedy` baseline (search/baselines.py). `whole_solution`: the
+    # reference's (config/sft_eval_greedy.yaml): one call writes the whole
+    # solution, stopping only at `<end_of_code>` / `<end_of_answer>`; its
+    # code runs and, after the output (an error included), a second call
+    # writes the answer. `step`: one step per call, like the search.
+    greedy_mode: str = "whole_solution"  # whole_solution | step
+    greedy_errors_threshold: int = 3  # whole_solution: the reference's greedy threshold
+    greedy_max_new_tokens: int = 4096  # whole_solution: one call's limit (the reference's max_tokens)
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
     # A reference-format few_shots.json (or its directory; optional mcts_prompt.json beside it).
     few_shot_path: Optional[str] = None
@@ -503,6 +511,7 @@ CHOICES: Dict[str, tuple] = {
     "mcts.terminal_value": ("gold", "ppm"),
     "mcts.answer_expansion": ("first_answer", "first_answer_and_steps", "all"),
     "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
+    "mcts.greedy_mode": ("whole_solution", "step"),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),

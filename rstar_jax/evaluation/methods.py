@@ -3,7 +3,9 @@
 Each method is one search-package entry point under a method-specific view
 of the config (spec section 4):
 
-  greedy     `mcts.mode=greedy`: one temperature-0 path.
+  greedy     `mcts.mode=greedy`: one temperature-0 path; by default the
+             reference's whole solution in one call (`mcts.greedy_mode`,
+             search/baselines.py).
   majority   `mcts.mode=best_of_n` with `eval.k` sampled paths, no PPM; the
              harness votes (majority@k).
   best_of_n  the same paths scored by the PPM; the top-scored answer wins.
@@ -107,7 +109,8 @@ def protocol(cfg) -> Dict[str, object]:
             "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k,
             "trajectories": cfg.eval.k, "selection": cfg.eval.mcts_selection,
             "max_depth": cfg.mcts.max_depth, "max_new_tokens_per_step": cfg.mcts.max_new_tokens_per_step,
-            "prompt": "few-shot" if p.few_shot and cfg.mcts.few_shot else "zero-shot"}
+            "prompt": "few-shot" if p.few_shot and cfg.mcts.few_shot else "zero-shot",
+            "greedy": cfg.mcts.greedy_mode}
 
 
 class CountingEngine:
