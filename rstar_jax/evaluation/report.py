@@ -140,8 +140,8 @@ def _fmt(v) -> str:
 def markdown_table(summaries: Sequence[Dict[str, object]]) -> str:
     """One row per benchmark; accuracy with its interval, then the re-scores."""
     head = ("| benchmark | method | n | accuracy | 95% CI | first | maj@k | best@k | weighted@k "
-            "| pass@k | avg tokens |")
-    lines = [head, "|" + "---|" * 11]
+            "| pass@k | avg tokens | avg rollouts |")
+    lines = [head, "|" + "---|" * 12]
     for s in summaries:
         ci = s.get("accuracy_ci")
         ci_txt = f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "-"
@@ -149,7 +149,7 @@ def markdown_table(summaries: Sequence[Dict[str, object]]) -> str:
             f"| {s['benchmark']} | {s['method']} | {s['n']} | {_fmt(s['accuracy'])} | {ci_txt} "
             f"| {_fmt(s.get('first'))} | {_fmt(s.get('maj@k'))} | {_fmt(s.get('best@k'))} "
             f"| {_fmt(s.get('weighted@k'))} | {_fmt(s.get('pass@k'))} "
-            f"| {_fmt(s.get('avg_generated_tokens'))} |")
+            f"| {_fmt(s.get('avg_generated_tokens'))} | {_fmt(s.get('avg_rollouts'))} |")
     for s in summaries:
         lines += [f"\n**Warning ({s['benchmark']}):** {w}" for w in s.get("warnings") or ()]
     for s in summaries:
