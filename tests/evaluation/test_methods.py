@@ -265,6 +265,14 @@ def test_mcts_ppm_runs_keep_each_runs_best_trajectory(tmp_path):
     assert s["avg_rollouts"] == pytest.approx(sum(r.meta["rollouts"] for r in got) / len(got))
     p = methods.protocol(cfg)
     assert (p["mode"], p["runs"], p["rollouts"], p["rollouts_per_problem"]) == ("runs", 3, 4, 12)
+    assert s["protocol"] == p
+    row = f"| {_fmt1(s['avg_generated_tokens'])} | {_fmt1(s['avg_rollouts'])} |"
+    md = open(out["paths"]["markdown"]).read()
+    assert "| avg tokens | avg rollouts |" in md and row in md
+
+
+def _fmt1(v):
+    return f"{v:.1f}"
 
 
 def test_mcts_ppm_single_tree_switch_pools_every_answer_of_one_tree():
