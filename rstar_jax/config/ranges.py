@@ -134,6 +134,8 @@ RANGES: Dict[str, Range] = {
     "mcts.trees_in_flight": ONE_UP,
     "mcts.beam_width": ONE_UP,
     "mcts.best_of_n": ONE_UP,
+    "mcts.greedy_errors_threshold": ONE_UP,
+    "mcts.greedy_max_new_tokens": ONE_UP,
     "mcts.beam_expand": NONNEG,  # 0: `candidates`
     "mcts.answer_top_k": ONE_UP,
     "mcts.extract_top_k": ONE_UP,
@@ -142,6 +144,7 @@ RANGES: Dict[str, Range] = {
     "mcts.ppm_pairs_one_side_max": ONE_UP,
     "mcts.ppm_min_margin": Range(0.0, 2.0),  # Q values lie in [-1, 1]
     "mcts.ppm_min_edit_distance": NONNEG,
+    "inference_eval.runs": ONE_UP,
     "inference_eval.rollouts": ONE_UP,
     "inference_eval.candidates": ONE_UP,
     "inference_eval.errors_threshold": ONE_UP,

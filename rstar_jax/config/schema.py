@@ -218,6 +218,14 @@ class MCTSConfig:
     overlap_execution: bool = True
     beam_width: int = 4
     best_of_n: int = 8
+    # The `greedy` baseline (search/baselines.py). `whole_solution`: the
+    # reference's (config/sft_eval_greedy.yaml): one call writes the whole
+    # solution, stopping only at `<end_of_code>` / `<end_of_answer>`; its
+    # code runs and, after the output (an error included), a second call
+    # writes the answer. `step`: one step per call, like the search.
+    greedy_mode: str = "whole_solution"  # whole_solution | step
+    greedy_errors_threshold: int = 3  # whole_solution: the reference's greedy threshold
+    greedy_max_new_tokens: int = 4096  # whole_solution: one call's limit (the reference's max_tokens)
     few_shot: bool = False  # round-1 bootstrap prompt with demonstrations
     # A reference-format few_shots.json (or its directory; optional mcts_prompt.json beside it).
     few_shot_path: Optional[str] = None
@@ -418,17 +426,26 @@ class InferenceEvalConfig:
     Evaluation searches with these values, never the round's training-data
     search config (`mcts`), so every round's policy + PPM is measured the
     same way; prompts are zero-shot (the format the policy and PPM were
-    trained on). Defaults: the paper's (32 candidates per step, 64
-    trajectories), the PPM scoring new leaves as in the reference's
-    inference config. `max_depth`, `c_puct` and the step limits are the
-    same in every round and come from `mcts`.
+    trained on). Defaults: the paper's protocol as the reference runs it
+    (run_example.sh, config/sft_eval_mcts.yaml): "64 trajectories" are 64
+    independent MCTS runs per test problem, each of 12 rollouts x 32
+    candidates per step at temperature 1 with the PPM scoring every new
+    leaf; each run keeps its best trajectory by PPM score and the answer is
+    chosen among those 64 (`eval.mcts_selection`). `mode: single_tree`
+    grows one tree of `rollouts` rollouts instead and chooses among all its
+    answers. `max_depth`, `c_puct` and the step limits are the same in
+    every round and come from `mcts`.
     """
 
-    rollouts: int = 64  # MCTS+PPM rollouts (trajectories) per test problem
+    # runs: `runs` independent MCTS runs (distinct seeds), one best
+    # trajectory each | single_tree: one tree, every answer a candidate.
+    mode: str = "runs"
+    runs: int = 64  # independent MCTS runs per test problem (mode: runs)
+    rollouts: int = 12  # MCTS+PPM rollouts of each run (or of the single tree)
     candidates: int = 32  # candidates per step
     ppm_init_value: bool = True  # the PPM gives every new leaf its initial value
     errors_threshold: int = 1  # the trained policy's (round 1's search uses 2)
-    temperature: float = 0.7
+    temperature: float = 1.0  # the reference's (sft_eval_mcts.yaml)
     top_p: float = 1.0
     top_k: int = 0  # 0: off
     # Evaluate with the search's few-shot prompt (`mcts.few_shot`) instead of
@@ -494,6 +511,7 @@ CHOICES: Dict[str, tuple] = {
     "mcts.terminal_value": ("gold", "ppm"),
     "mcts.answer_expansion": ("first_answer", "first_answer_and_steps", "all"),
     "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
+    "mcts.greedy_mode": ("whole_solution", "step"),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
     "train.sft_init": ("base", "previous"),
@@ -504,6 +522,7 @@ CHOICES: Dict[str, tuple] = {
     "evolve.sft_data": ("round", "cumulative"),
     "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "inference_eval.mode": ("runs", "single_tree"),
     "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
     "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),

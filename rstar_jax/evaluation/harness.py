@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from rstar_jax.data.benchmarks import canonical_name, load_benchmark
 from rstar_jax.data.problems import Problem
 from rstar_jax.evaluation import metrics, report
-from rstar_jax.evaluation.methods import NEEDS_PPM
+from rstar_jax.evaluation.methods import NEEDS_PPM, protocol
 from rstar_jax.evaluation.results import (  # noqa: F401  (result_for: re-exported)
     ProblemResult,
     ResultStore,
@@ -304,6 +304,8 @@ def evaluate(
             key, method, results, k=cfg.eval.k, grade=grade, equiv=equiv,
             levels=levels if key == "math500" else None,
             bootstrap_samples=cfg.eval.bootstrap_samples, seed=cfg.seed))
+        # The budget behind the figures (runs x rollouts x candidates, sampling).
+        summaries[-1]["protocol"] = protocol(cfg)
         if note:
             summaries[-1]["warnings"].insert(0, note)
         for warning in summaries[-1]["warnings"]:

@@ -3,13 +3,20 @@
 Each method is one search-package entry point under a method-specific view
 of the config (spec section 4):
 
-  greedy     `mcts.mode=greedy`: one temperature-0 path.
+  greedy     `mcts.mode=greedy`: one temperature-0 path; by default the
+             reference's whole solution in one call (`mcts.greedy_mode`,
+             search/baselines.py).
   majority   `mcts.mode=best_of_n` with `eval.k` sampled paths, no PPM; the
              harness votes (majority@k).
   best_of_n  the same paths scored by the PPM; the top-scored answer wins.
   beam       `mcts.mode=beam`: step-level beam search guided by the PPM.
   mcts_ppm   `mcts.mode=mcts`, `mcts.terminal_value=ppm`: MCTS whose answer
-             steps are valued by the PPM; answer per `eval.mcts_selection`.
+             steps are valued by the PPM. By default (`inference_eval.mode:
+             runs`, the reference's protocol) `inference_eval.runs`
+             independent runs per problem, each keeping its best trajectory
+             by PPM score; the answer is chosen among those per
+             `eval.mcts_selection`. `single_tree`: one tree, every answer a
+             candidate.
 
 Every method searches under `inference_eval` (rollouts, candidates per step,
 sampling, PPM leaf values, error threshold), the same in every round, with
@@ -80,15 +87,30 @@ def method_config(method: str, cfg):
     return replace(cfg, mcts=m)
 
 
-def protocol(cfg) -> Dict[str, object]:
-    """The evaluation protocol as stated in reports (`method_config`'s inputs)."""
+def mcts_runs(cfg) -> int:
+    """Independent MCTS runs per problem of `mcts_ppm` (1: one tree)."""
     p = cfg.inference_eval
-    return {"rollouts": p.rollouts, "candidates": p.candidates,
+    return p.runs if p.mode == "runs" else 1
+
+
+def protocol(cfg) -> Dict[str, object]:
+    """The evaluation protocol as stated in reports (`method_config`'s inputs).
+
+    `rollouts_per_problem` is the MCTS+PPM budget of one test problem (runs
+    x rollouts, each expansion `candidates` generations); the measured
+    rollouts and generated tokens per problem are in each evaluation's
+    summary (`avg_rollouts`, `avg_generated_tokens`).
+    """
+    p = cfg.inference_eval
+    runs = mcts_runs(cfg)
+    return {"mode": p.mode, "runs": runs, "rollouts": p.rollouts,
+            "rollouts_per_problem": runs * p.rollouts, "candidates": p.candidates,
             "ppm_init_value": p.ppm_init_value, "errors_threshold": p.errors_threshold,
             "temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k,
             "trajectories": cfg.eval.k, "selection": cfg.eval.mcts_selection,
             "max_depth": cfg.mcts.max_depth, "max_new_tokens_per_step": cfg.mcts.max_new_tokens_per_step,
-            "prompt": "few-shot" if p.few_shot and cfg.mcts.few_shot else "zero-shot"}
+            "prompt": "few-shot" if p.few_shot and cfg.mcts.few_shot else "zero-shot",
+            "greedy": cfg.mcts.greedy_mode}
 
 
 class CountingEngine:
@@ -150,10 +172,30 @@ def candidates(trees) -> List[tuple]:
     return out
 
 
+def run_bests(trees) -> List[tuple]:
+    """(text, answer, score) of each independent run's best trajectory: the
+    final-answer node with the top PPM score (first on ties), as the
+    reference keeps one per run; a run without an answer gives none."""
+    from rstar_jax.search.baselines import best_answer
+
+    out = []
+    for t in trees:
+        i, answer = best_answer(t)
+        if i is not None:
+            s = t.nodes[i].ppm_value
+            out.append((t.partial_solution(i), answer, float("nan") if s is None else s))
+    return out
+
+
 def to_result(problem: Problem, trees, method: str, tokens: int, prompt: str,
-              scored: bool) -> ProblemResult:
-    """A search result's trees -> the harness's ProblemResult."""
-    cands = candidates(trees) or [("", None, float("nan"))]
+              scored: bool, per_run: bool = False) -> ProblemResult:
+    """A search result's trees -> the harness's ProblemResult.
+
+    `per_run`: the trees are independent runs and each gives one candidate,
+    its best trajectory (`run_bests`); else every ending leaf is one.
+    """
+    cands = (run_bests(trees) if per_run else []) or candidates(trees) \
+        or [("", None, float("nan"))]
     scores = None
     if scored:
         scores = [(-1.0 if np.isnan(s) else float(s)) for _, _, s in cands]
@@ -161,7 +203,7 @@ def to_result(problem: Problem, trees, method: str, tokens: int, prompt: str,
                       outputs=[c[0] for c in cands], preds=[c[1] for c in cands],
                       scores=scores, generated_tokens=int(tokens),
                       meta={"rollouts": sum(getattr(t, "rollouts", 0) for t in trees),
-                            "nodes": sum(len(t.nodes) for t in trees)})
+                            "trees": len(trees), "nodes": sum(len(t.nodes) for t in trees)})
 
 
 def make_runner(engine, executor, scorer=None, hooks=None):
@@ -179,15 +221,18 @@ def make_runner(engine, executor, scorer=None, hooks=None):
         prompt_of = make_prompt_fn(mcfg)
         use_scorer = scorer if method in NEEDS_PPM else (
             ConstantScorer() if method == "majority" else None)
+        runs = mcts_runs(cfg) if mcfg.mcts.mode == "mcts" else 1
+        per_run = mcfg.mcts.mode == "mcts" and cfg.inference_eval.mode == "runs"
         if mcfg.mcts.mode == "mcts":
-            found = run_mcts(mcfg, problems, counter, executor, use_scorer, hooks, on_done=on_done)
+            found = run_mcts(mcfg, problems, counter, executor, use_scorer, hooks, on_done=on_done,
+                             runs=runs)
         else:
             found = run_baseline(mcfg, problems, counter, executor, use_scorer, hooks,
                                  on_done=on_done)
         by_id = {r.problem.id: r for r in found}
         return [to_result(p, by_id[p.id].trees, method, counter.tokens.get(p.question, 0),
                           prompt_of(p.question),
-                          scored=method in NEEDS_PPM)
+                          scored=method in NEEDS_PPM, per_run=per_run)
                 for p in problems]
 
     return run

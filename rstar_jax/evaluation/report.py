@@ -5,7 +5,8 @@ A benchmark summary is computed from its stored ProblemResults alone:
 choice), with a seeded bootstrap 95% interval; `first`, `maj@k`, `best@k`,
 `weighted@k` and unbiased `pass@k` re-score the candidates as `aggregate`
 does; the accuracy-vs-trajectories curve is Figure 3 of the paper; the
-average generated tokens per problem is Table 9's figure; MATH500 also gets
+average generated tokens per problem is Table 9's figure (with the average
+rollouts, the compute per problem); MATH500 also gets
 per-level and per-subject accuracy.
 """
 
@@ -63,6 +64,10 @@ def benchmark_summary(
     out.update(metrics.summarize(per, bootstrap_samples=0))
     toks = [r.generated_tokens for r in results]
     out["avg_generated_tokens"] = round(metrics.mean(toks), 2) if toks else None
+    # The compute per problem beside the tokens: search rollouts over all its
+    # trees (an MCTS+PPM problem's runs x rollouts; a baseline path is one).
+    rolls = [r.meta["rollouts"] for r in results if "rollouts" in r.meta]
+    out["avg_rollouts"] = round(metrics.mean(rolls), 2) if rolls else None
     out["avg_candidates"] = round(metrics.mean([len(r.preds) for r in results]), 2) if results \
         else None
     out["curve"] = metrics.accuracy_vs_trajectories([s for s in samples if s.preds], None,
@@ -135,8 +140,8 @@ def _fmt(v) -> str:
 def markdown_table(summaries: Sequence[Dict[str, object]]) -> str:
     """One row per benchmark; accuracy with its interval, then the re-scores."""
     head = ("| benchmark | method | n | accuracy | 95% CI | first | maj@k | best@k | weighted@k "
-            "| pass@k | avg tokens |")
-    lines = [head, "|" + "---|" * 11]
+            "| pass@k | avg tokens | avg rollouts |")
+    lines = [head, "|" + "---|" * 12]
     for s in summaries:
         ci = s.get("accuracy_ci")
         ci_txt = f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "-"
@@ -144,7 +149,7 @@ def markdown_table(summaries: Sequence[Dict[str, object]]) -> str:
             f"| {s['benchmark']} | {s['method']} | {s['n']} | {_fmt(s['accuracy'])} | {ci_txt} "
             f"| {_fmt(s.get('first'))} | {_fmt(s.get('maj@k'))} | {_fmt(s.get('best@k'))} "
             f"| {_fmt(s.get('weighted@k'))} | {_fmt(s.get('pass@k'))} "
-            f"| {_fmt(s.get('avg_generated_tokens'))} |")
+            f"| {_fmt(s.get('avg_generated_tokens'))} | {_fmt(s.get('avg_rollouts'))} |")
     for s in summaries:
         lines += [f"\n**Warning ({s['benchmark']}):** {w}" for w in s.get("warnings") or ()]
     for s in summaries:

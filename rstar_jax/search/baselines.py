@@ -5,7 +5,14 @@ treat all modes alike) through the same batched `Expander`, advancing a
 chunk of `trees_in_flight` problems in lockstep with one engine call per
 step:
 
-- greedy: one path, temperature 0, one candidate per step.
+- greedy: one path, temperature 0, one candidate per call. By default
+  (`mcts.greedy_mode=whole_solution`) as the reference's greedy config: a
+  call ends only at `<end_of_code>` or `<end_of_answer>`, so the first writes
+  the whole solution; its code runs and a second call, after the output,
+  writes the answer, an error in the output included (error threshold
+  `greedy_errors_threshold`, 3). A second call that does not answer ends
+  the path with no answer, as the reference's two-step loop does. `step`:
+  one step per call, stopping at `<end_of_step>` too, like the search.
 - best_of_n: `best_of_n` independent sampled paths (one candidate per step
   each, seeds per path), final answers scored by the PPM (or an outcome
   model behind the same `StepScorer` interface).
@@ -20,10 +27,15 @@ import dataclasses
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from rstar_jax.data.problems import Problem
-from rstar_jax.data.prompts import make_prompt_fn
+from rstar_jax.data.prompts import END_OF_ANSWER, END_OF_CODE, STEP_STOPS, make_prompt_fn
 from rstar_jax.search import tree as T
 from rstar_jax.search.driver import ProblemResult
 from rstar_jax.search.expansion import Expander, Hooks, Job, Timers, request_seed
+
+# The whole-solution greedy's calls: the solution up to `<end_of_code>`, then
+# the answer after the code's output (the reference's greedy max_depth 2).
+WHOLE_SOLUTION_CALLS = 2
+WHOLE_SOLUTION_STOPS = (END_OF_CODE, END_OF_ANSWER)
 
 
 def _expander(cfg, engine, executor, scorer, hooks, timers, *, init: bool) -> Expander:
@@ -33,8 +45,17 @@ def _expander(cfg, engine, executor, scorer, hooks, timers, *, init: bool) -> Ex
         terminal_value="ppm" if scorer is not None else "none",
         ppm_init_value=bool(init and scorer is not None),
     )
+    stops = STEP_STOPS
+    if m.mode == "greedy" and m.greedy_mode == "whole_solution":
+        # A node deeper than max_depth that does not answer is a "too many
+        # steps" terminal, so max_depth = calls - 1 ends the path after the
+        # last call whatever it wrote.
+        m = dataclasses.replace(m, errors_threshold=m.greedy_errors_threshold,
+                                max_depth=WHOLE_SOLUTION_CALLS - 1,
+                                max_new_tokens_per_step=m.greedy_max_new_tokens)
+        stops = WHOLE_SOLUTION_STOPS
     return Expander(m, engine, executor, scorer, hooks, assistant_sep=cfg.data.assistant_sep,
-                    timers=timers, prompt_fn=make_prompt_fn(cfg))
+                    timers=timers, prompt_fn=make_prompt_fn(cfg), stops=stops)
 
 
 def _paths_search(cfg, problems, expander: Expander, n_paths: int, temperature: float,

@@ -14,6 +14,13 @@ child or when an expansion produced a final answer (whose value has then
 been backed up). Every tree is a pure function of its problem, the config
 and the engine's per-request seeds, so the schedule (how many trees in
 flight, which cohort) never changes a record.
+
+With `runs=K` every problem is searched K times independently (the
+reference's inference protocol: "64 trajectories" are 64 MCTS runs). Each
+run is one more tree with its own seed (`tree_seed(problem, k)`) that takes
+a slot like any other, so the runs of one problem and of the next are
+batched into the same engine calls; the problem is reported once all K
+trees are done, in run order.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from rstar_jax.data.problems import Problem
 from rstar_jax.data.prompts import make_prompt_fn
@@ -89,7 +96,8 @@ class MCTSDriver:
       hooks: program / answer / grading functions (default: rstar_jax.execution).
     """
 
-    def __init__(self, cfg, engine, executor, scorer=None, hooks: Optional[Hooks] = None):
+    def __init__(self, cfg, engine, executor, scorer=None, hooks: Optional[Hooks] = None,
+                 *, runs: int = 1):
         self.cfg = cfg
         self.mcts = cfg.mcts
         self.timers = Timers()
@@ -97,6 +105,13 @@ class MCTSDriver:
                                  assistant_sep=cfg.data.assistant_sep, timers=self.timers,
                                  prompt_fn=make_prompt_fn(cfg))
         self.budgets = tree_budgets(cfg.mcts)
+        if runs < 1:
+            raise ValueError(f"runs must be >= 1, not {runs}")
+        if runs > 1 and len(self.budgets) > 1:
+            raise ValueError("independent runs (runs > 1) do not combine with extra trees for "
+                             "unsolved problems (mcts.second_tree_for_unsolved / unsolved_seeds)")
+        self.runs = runs
+        self._runs_done: Dict[str, Dict[int, T.Tree]] = {}
         self.rollouts_done = 0
 
     def tree_seed(self, problem: Problem, tree_index: int) -> int:
@@ -141,7 +156,7 @@ class MCTSDriver:
 
         Completion order depends on the schedule; the results do not.
         """
-        queue = iter(problems)
+        queue = self._work(problems)
         width = max(1, self.mcts.trees_in_flight)
         ncoh = 2 if (self.mcts.overlap_execution and width > 1) else 1
         slots: List[Optional[_Slot]] = [None] * width
@@ -158,11 +173,12 @@ class MCTSDriver:
                     if slots[s] is None:
                         if exhausted:
                             break
-                        p = next(queue, None)
-                        if p is None:
+                        item = next(queue, None)
+                        if item is None:
                             exhausted = True
                             break
-                        slots[s] = _Slot(p, T.Tree(), 0, self.budgets[0])
+                        p, k = item
+                        slots[s] = _Slot(p, T.Tree(), k, self.budgets[0])
                     slot = slots[s]
                     leaf = self._next_leaf(slot)
                     if leaf is not None:
@@ -187,15 +203,36 @@ class MCTSDriver:
             if not jobs and all(p is None for p in pending) and all(s is None for s in slots):
                 return
 
+    def _work(self, problems: Iterable[Problem]) -> Iterator[Tuple[Problem, int]]:
+        """(problem, first tree index): one item per problem, or one per run."""
+        for p in problems:
+            for k in range(self.runs):
+                yield p, k
+
+    def _run_done(self, slot: _Slot, on_done) -> None:
+        """Keeps a finished run; reports its problem once all runs are in."""
+        got = self._runs_done.setdefault(slot.problem.id, {})
+        got[slot.tree_index] = slot.tree
+        if len(got) < self.runs:
+            return
+        del self._runs_done[slot.problem.id]
+        trees = [got[k] for k in range(self.runs)]
+        seeds = [self.tree_seed(slot.problem, k) for k in range(self.runs)]
+        on_done(ProblemResult(slot.problem, trees, seeds))
+
     def _tree_done(self, slot: _Slot, on_done) -> Optional[_Slot]:
         """Extends an unsolved tree that used its budget (`extended_budget`),
-        starts the next tree of an unsolved problem, or reports the problem."""
+        starts the next tree of an unsolved problem, or reports the problem
+        (with independent runs: hands the run to `_run_done`)."""
         unsolved = not any(T.is_solved(t) for t in slot.done + [slot.tree])
         more = extended_budget(self.mcts, slot.budget)
         if unsolved and slot.tree.rollouts >= slot.budget and more > slot.budget \
                 and not slot.tree.root.terminal:
             slot.budget, slot.cursor = more, 0
             return slot
+        if self.runs > 1:
+            self._run_done(slot, on_done)
+            return None
         slot.done.append(slot.tree)
         nxt = len(slot.done)
         solved = any(T.is_solved(t) for t in slot.done)
@@ -207,11 +244,13 @@ class MCTSDriver:
 
 
 def run_mcts(cfg, problems, engine, executor, scorer=None, hooks=None,
-             on_done: Optional[Callable[[ProblemResult], None]] = None) -> List[ProblemResult]:
+             on_done: Optional[Callable[[ProblemResult], None]] = None,
+             runs: int = 1) -> List[ProblemResult]:
     """Convenience: all results, in problem order; `on_done` (optional) is
-    called as each problem finishes (progress bars)."""
+    called as each problem finishes (progress bars); `runs` independent
+    trees per problem (see module docstring)."""
     out = {}
-    driver = MCTSDriver(cfg, engine, executor, scorer, hooks)
+    driver = MCTSDriver(cfg, engine, executor, scorer, hooks, runs=runs)
     t0 = time.perf_counter()
 
     def done(r: ProblemResult) -> None:

@@ -102,8 +102,11 @@ class Expander:
 
     def __init__(self, mcts_cfg, engine, executor, scorer=None, hooks: Optional[Hooks] = None,
                  *, assistant_sep: str = "\n\n", timers: Optional[Timers] = None,
-                 prompt_fn=None):
+                 prompt_fn=None, stops: Sequence[str] = STEP_STOPS):
         self.cfg = mcts_cfg
+        # Where a generation call ends: every step (the search), or only the
+        # end of the code block / the answer (the whole-solution greedy).
+        self.stops = tuple(stops)
         self.engine = engine
         self.executor = executor
         self.scorer = scorer
@@ -126,7 +129,7 @@ class Expander:
         return SamplingParams(
             n=n, max_new_tokens=c.max_new_tokens_per_step,
             temperature=c.temperature if temperature is None else temperature,
-            top_p=c.top_p, top_k=c.top_k, stop=tuple(STEP_STOPS), seed=seed,
+            top_p=c.top_p, top_k=c.top_k, stop=self.stops, seed=seed,
         )
 
     # -- the three phases ------------------------------------------------------

@@ -15,7 +15,10 @@ else `o = j`; offset 0 is the right path:
                    " Done." j times, so only the first answer is kept)
 
 With `error_offset=e`, offset `e` writes `x = A / 0` instead (a
-ZeroDivisionError observation).
+ZeroDivisionError observation). A completion runs on through the steps
+above until it ends with one of the request's stop strings, so without
+`<end_of_step>` among them one call writes every tool step up to
+`<end_of_code>` (the whole-solution greedy).
 """
 
 from __future__ import annotations
@@ -99,12 +102,21 @@ class MockEngine:
         for r in requests:
             n = r.params.n
             comps = []
+            # Like a real engine, a completion runs on to the first of the
+            # request's stop strings (none given: every step tag stops it).
+            tags = {END_OF_STEP, END_OF_CODE, END_OF_ANSWER}
+            stops = (set(r.params.stop) & tags) or tags
             for j in range(n):
                 o = j
                 if self.seeded and r.params.temperature > 0:
                     o = (r.params.seed + j) % max(n, 2)
-                text = self.step_text(r.prompt, o, j)
-                stop = next(t for t in (END_OF_STEP, END_OF_CODE, END_OF_ANSWER) if text.endswith(t))
+                text = ""
+                while True:
+                    text += self.step_text(r.prompt + text, o, j)
+                    stop = next(t for t in (END_OF_STEP, END_OF_CODE, END_OF_ANSWER)
+                                if text.endswith(t))
+                    if stop in stops:
+                        break
                 comps.append(Completion(text=text, token_ids=(), stop_reason="stop", stop_string=stop))
             out.append(comps)
         return out

@@ -45,9 +45,11 @@ mcts:
   candidates: 2
   max_depth: 3
   max_new_tokens_per_step: 12
+  greedy_max_new_tokens: 24    # the whole-solution greedy's call
   beam_width: 2
   trees_in_flight: 8
 inference_eval:
+  runs: 2                      # independent MCTS runs per problem
   rollouts: 2
   candidates: 2
 executor:

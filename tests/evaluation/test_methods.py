@@ -18,7 +18,7 @@ def make_cfg(**mcts):
     base.update(mcts)
     # The evaluation protocol at the same small budgets (the PPM values answers only).
     protocol = dataclasses.replace(
-        cfg.inference_eval, ppm_init_value=False,
+        cfg.inference_eval, ppm_init_value=False, runs=3,
         **{k: base[k] for k in ("rollouts", "candidates", "errors_threshold", "temperature")})
     return dataclasses.replace(
         cfg, mcts=dataclasses.replace(cfg.mcts, **base), inference_eval=protocol,
@@ -106,7 +106,9 @@ def test_every_round_is_evaluated_with_the_one_inference_protocol():
     from rstar_jax.config.schema import Config
 
     default = Config().inference_eval
-    assert (default.candidates, default.rollouts, default.ppm_init_value) == (32, 64, True)
+    # The reference's sft_eval_mcts.yaml, run 64 times (run_example.sh).
+    assert (default.mode, default.runs, default.rollouts, default.candidates, default.ppm_init_value,
+            default.errors_threshold, default.temperature) == ("runs", 64, 12, 32, True, 1, 1.0)
     cfg = make_cfg()
     rounds = [  # the shape of configs/rounds/round{1..4}.yaml's search settings
         _round_like(cfg, rollouts=8, candidates=5, errors_threshold=2, ppm_init_value=False,
@@ -227,3 +229,59 @@ def test_methods_send_and_record_the_zero_shot_prompt_after_a_few_shot_search():
                                            for p in problems]
     assert sent and not any(p.startswith(prompts.FEW_SHOT_INSTRUCTIONS) for p in sent)
     assert [r.preds[0] for r in results] == [p.answer for p in problems]
+
+
+def _mcts_ppm(cfg, problems):
+    """mcts_ppm's ProblemResults and, searched again the same way, its trees."""
+    from rstar_jax.search.driver import run_mcts
+
+    got = runner()("mcts_ppm", problems, cfg)
+    trees = run_mcts(methods.method_config("mcts_ppm", cfg), problems, MockEngine(steps=2, seeded=True),
+                     FakeExecutor(), MockScorer(), MOCK_HOOKS, runs=methods.mcts_runs(cfg))
+    return got, trees
+
+
+def test_mcts_ppm_runs_keep_each_runs_best_trajectory(tmp_path):
+    """Default protocol (issue 25, point 1): `inference_eval.runs` independent
+    MCTS runs per problem, each contributing its best trajectory by PPM
+    score; the answer is chosen among those; the compute is reported."""
+    from rstar_jax.search.baselines import best_answer
+
+    cfg = make_cfg()
+    assert cfg.inference_eval.mode == "runs" and methods.mcts_runs(cfg) == 3
+    got, searched = _mcts_ppm(cfg, PROBLEMS)
+    for r, s in zip(got, searched):
+        assert len(s.trees) == 3 and len(set(s.seeds)) == 3
+        bests = [best_answer(t) for t in s.trees]
+        assert r.preds == [a for i, a in bests if i is not None]
+        assert r.scores == [s.trees[k].nodes[i].ppm_value for k, (i, _) in enumerate(bests)
+                            if i is not None]
+        assert r.meta["trees"] == 3 and r.meta["rollouts"] == sum(t.rollouts for t in s.trees)
+        assert len(r.preds) < len(methods.candidates(s.trees))  # one per run, not every leaf
+    out = harness.evaluate(cfg, ["add"], "mcts_ppm", str(tmp_path / "m"), run_method=runner(),
+                           problems={"add": PROBLEMS})
+    s = out["summaries"][0]
+    assert s["avg_candidates"] <= 3
+    assert s["avg_rollouts"] == pytest.approx(sum(r.meta["rollouts"] for r in got) / len(got))
+    p = methods.protocol(cfg)
+    assert (p["mode"], p["runs"], p["rollouts"], p["rollouts_per_problem"]) == ("runs", 3, 4, 12)
+    assert s["protocol"] == p
+    row = f"| {_fmt1(s['avg_generated_tokens'])} | {_fmt1(s['avg_rollouts'])} |"
+    md = open(out["paths"]["markdown"]).read()
+    assert "| avg tokens | avg rollouts |" in md and row in md
+
+
+def _fmt1(v):
+    return f"{v:.1f}"
+
+
+def test_mcts_ppm_single_tree_switch_pools_every_answer_of_one_tree():
+    cfg = make_cfg()
+    cfg = replace(cfg, inference_eval=replace(cfg.inference_eval, mode="single_tree"))
+    assert methods.mcts_runs(cfg) == 1
+    got, searched = _mcts_ppm(cfg, PROBLEMS)
+    for r, s in zip(got, searched):
+        assert len(s.trees) == 1 and r.meta["trees"] == 1
+        assert [c[1] for c in methods.candidates(s.trees)] == r.preds
+    p = methods.protocol(cfg)
+    assert (p["mode"], p["runs"], p["rollouts_per_problem"]) == ("single_tree", 1, 4)

@@ -143,7 +143,7 @@ def test_report_states_the_protocol_and_where_the_ppm_fails(configs, tmp_path, c
     assert report["protocols"] == [{"rounds": [1, 2, 3, 4], **_default_protocol()}]
     md = open(os.path.join(run, "report.md")).read()
     assert md.startswith("# Self-evolution report: fake-run\n") and report["run_name"] == "fake-run"
-    assert ("Evaluation protocol (rounds 1-4): MCTS+PPM with 64 rollouts x 32 candidates per "
+    assert ("Evaluation protocol (rounds 1-4): MCTS+PPM with 12 rollouts x 32 candidates per "
             "step, PPM values for new leaves on") in md
     assert "zero-shot prompt" in md and "NOT evaluated the same way" not in md
     assert "Evaluation protocol (rounds 1-4)" in capsys.readouterr().out
@@ -159,7 +159,7 @@ def test_report_says_when_rounds_were_evaluated_differently(configs, tmp_path):
     with open(r3, "a") as f:
         f.write("inference_eval:\n  rollouts: 16\n")
     report = run_evolve(configs, str(tmp_path / "run"))
-    assert [(g["rounds"], g["rollouts"]) for g in report["protocols"]] == [([1, 2], 64),
+    assert [(g["rounds"], g["rollouts"]) for g in report["protocols"]] == [([1, 2], 12),
                                                                           ([3, 4], 16)]
     md = open(os.path.join(str(tmp_path / "run"), "report.md")).read()
     assert "NOT evaluated the same way" in md and "Evaluation protocol (rounds 3-4)" in md

@@ -14,9 +14,10 @@ def _run(cfg, probs, scorer=None, engine=None):
                         scorer, MOCK_HOOKS)
 
 
-def test_greedy_one_path_temperature_zero():
+def test_greedy_step_mode_one_path_temperature_zero():
     engine = MockEngine(steps=2, seeded=True)
-    res = _run(make_cfg(mode="greedy", trees_in_flight=4), add_problems(3), engine=engine)
+    res = _run(make_cfg(mode="greedy", greedy_mode="step", trees_in_flight=4), add_problems(3),
+               engine=engine)
     for r, gold in zip(res, ("7", "8", "9")):
         tree = r.trees[0]
         assert [n.tag for n in tree.nodes] == ["0", "0.1", "0.1.1", "0.1.1.1"]
@@ -60,3 +61,65 @@ def test_beam_search_keeps_the_best_by_ppm():
 def test_scored_modes_need_a_scorer():
     with pytest.raises(ValueError, match="scorer"):
         _run(make_cfg(mode="beam"), add_problems(1))
+
+
+class _Recorder(MockEngine):
+    """The mock engine, keeping every request it was sent."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.requests = []
+
+    def generate(self, requests):
+        self.requests.extend(requests)
+        return super().generate(requests)
+
+
+def test_greedy_whole_solution_is_the_default_two_calls():
+    """The reference's greedy (config/sft_eval_greedy.yaml, issue 25 point 4):
+    one call writes the whole solution up to `<end_of_code>`, its code runs,
+    a second call writes the answer after the output."""
+    from rstar_jax.data.prompts import END_OF_ANSWER, END_OF_CODE
+
+    cfg = make_cfg(mode="greedy", trees_in_flight=4)
+    assert cfg.mcts.greedy_mode == "whole_solution" and cfg.mcts.greedy_errors_threshold == 3
+    engine = _Recorder(steps=3, seeded=True)
+    res = _run(cfg, add_problems(3), engine=engine)
+    assert engine.calls == [3, 3]
+    assert {r.params.stop for r in engine.requests} == {(END_OF_CODE, END_OF_ANSWER)}
+    assert {r.params.max_new_tokens for r in engine.requests} == {cfg.mcts.greedy_max_new_tokens}
+    assert {r.params.temperature for r in engine.requests} == {0.0}
+    for r, gold in zip(res, ("7", "8", "9")):
+        tree = r.trees[0]
+        assert [n.tag for n in tree.nodes] == ["0", "0.1", "0.1.1"]
+        first = tree.nodes[1]
+        assert first.text.count("<end_of_step>") == 2 and "<output>" + gold in first.text
+        assert tree.nodes[2].text.endswith(END_OF_ANSWER)
+        assert best_answer(tree)[1] == gold and r.solved
+
+
+def test_greedy_whole_solution_still_answers_after_a_code_error():
+    """A code error in the whole solution's output does not end the path
+    (threshold 3, the reference's); the step mode at threshold 1 stops there."""
+    cfg = make_cfg(mode="greedy", errors_threshold=1)
+    (r,) = _run(cfg, add_problems(1), engine=MockEngine(steps=2, error_offset=0))
+    tree = r.trees[0]
+    assert T.is_code_error(tree.nodes[1].observation) and not tree.nodes[1].terminal
+    assert tree.nodes[2].terminal_reason == T.FINAL_ANSWER and best_answer(tree)[0] == 2
+    (s,) = _run(make_cfg(mode="greedy", greedy_mode="step", errors_threshold=1), add_problems(1),
+                engine=MockEngine(steps=2, error_offset=0))
+    assert s.trees[0].nodes[-1].terminal_reason == T.TOO_MANY_CODE_ERRORS
+    assert best_answer(s.trees[0])[0] is None
+
+
+def test_greedy_whole_solution_stops_after_its_second_call():
+    """A second call that writes more code instead of the answer ends the
+    path without an answer, as the reference's two-step greedy loop does."""
+    class MoreCode(MockEngine):
+        def step_text(self, prompt, offset, j):
+            return "<code>\nprint(1)\n<end_of_code>"
+
+    (r,) = _run(make_cfg(mode="greedy"), add_problems(1), engine=MoreCode(steps=2))
+    tree = r.trees[0]
+    assert [n.tag for n in tree.nodes] == ["0", "0.1", "0.1.1"]
+    assert tree.nodes[2].terminal_reason == T.TOO_MANY_STEPS and best_answer(tree)[0] is None

@@ -2,6 +2,7 @@
 executor: trees written out by hand from the mock's documented behaviour."""
 
 import dataclasses
+import json
 
 import pytest
 from search.search_helpers import add_problems, make_cfg, summary
@@ -9,6 +10,7 @@ from search.search_helpers import add_problems, make_cfg, summary
 from rstar_jax.data.problems import Problem
 from rstar_jax.search import tree as T
 from rstar_jax.search.driver import run_mcts
+from rstar_jax.search.expansion import request_seed
 from rstar_jax.testing.mock import MOCK_HOOKS, FakeExecutor, MockEngine, MockScorer
 
 # "What is 3 + 4?" with 2 candidates per step (offsets 0 and 1), 2 tool steps:
@@ -253,3 +255,34 @@ def test_answer_expansion_keeps_only_the_first_answer_by_default(rule, kept):
     (res,) = _run(cfg, add_problems(1), _AnswerAmongSteps())
     tree = res.trees[0]
     assert [tree.nodes[i].text for i in tree.root.children] == kept
+
+
+def test_independent_runs_are_seeded_trees_batched_together():
+    """The reference's inference protocol: K independent MCTS runs per
+    problem (issue 25, point 1). Each run is a tree with its own seed; the
+    runs of a problem share engine calls; run 0 is the one-tree search and
+    no run depends on the schedule."""
+    probs = [Problem(id=f"q{i}", question=f"What is {3 + i} + 4?", answer=None) for i in range(2)]
+    cfg = make_cfg(terminal_value="ppm", candidates=3, rollouts=3, trees_in_flight=8,
+                   overlap_execution=False)
+    engine = MockEngine(seeded=True)
+    res = run_mcts(cfg, probs, engine, FakeExecutor(), MockScorer(), MOCK_HOOKS, runs=4)
+    assert [r.problem.id for r in res] == ["q0", "q1"]
+    for r in res:
+        assert len(r.trees) == 4 and all(t.rollouts == 3 for t in r.trees)
+        assert r.seeds == [request_seed(cfg.seed, r.problem.id, k) for k in range(4)]
+        assert len({json.dumps(t.to_json()) for t in r.trees}) > 1  # the runs differ
+    assert engine.calls[0] == 8  # both problems' 4 runs in one engine call
+    (one,) = _run(cfg, probs[:1], MockEngine(seeded=True), MockScorer())
+    assert one.trees[0].to_json() == res[0].trees[0].to_json()
+    narrow = run_mcts(dataclasses.replace(cfg, mcts=dataclasses.replace(
+        cfg.mcts, trees_in_flight=3, overlap_execution=True)), probs, MockEngine(seeded=True),
+        FakeExecutor(), MockScorer(), MOCK_HOOKS, runs=4)
+    assert [[t.to_json() for t in r.trees] for r in narrow] == \
+        [[t.to_json() for t in r.trees] for r in res]
+
+
+def test_independent_runs_refuse_extra_trees_for_unsolved():
+    cfg = make_cfg(second_tree_for_unsolved=True)
+    with pytest.raises(ValueError, match="independent runs"):
+        run_mcts(cfg, add_problems(1), MockEngine(), FakeExecutor(), None, MOCK_HOOKS, runs=2)
