@@ -65,7 +65,7 @@ class ModelConfig:
     `config.json` and the values here are ignored except the dtypes.
     """
 
-    name: str = "tiny"
+    name: str = "tiny"  # a label: training summaries name the model they trained
     family: str = "qwen2"  # qwen2 | llama
     vocab_size: int = 512
     hidden_size: int = 64
@@ -277,7 +277,6 @@ class DataConfig:
 
     source: str = "jsonl"  # jsonl | tfds | arith
     path: Optional[str] = None
-    split: str = "train"
     limit: Optional[int] = None
     test_path: Optional[str] = None
     test_limit: Optional[int] = None

@@ -404,7 +404,7 @@ def _finish(tr: Trainer, out_dir: str, last: Dict, writer: MetricsWriter) -> Dic
     dtype = jnp.bfloat16 if run.cfg.checkpoint.export_bf16 else jnp.float32
     export_params(nnx.merge(tr.graphdef, tr.state["params"]), os.path.join(out_dir, "final"),
                   dtype, tokenizer=run.tokenizer, source=f"rstar-jax train ({run.kind})")
-    summary = {"kind": tr.model_kind, "steps": tr.total, "final_loss": last.get("loss"),
+    summary = {"kind": tr.model_kind, "model": run.cfg.model.name, "steps": tr.total, "final_loss": last.get("loss"),
                "pair_accuracy": last.get("pair_accuracy"),
                "tokens": int(sum(tr.tokens_in(k) for k in range(tr.total))),
                "examples": len(run.examples), "eval_examples": len(run.eval_examples),
