@@ -235,7 +235,12 @@ class MCTSConfig:
     extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
     ppm_pairs_per_side: int = 2  # positives / negatives per expanded node
     ppm_pairs_one_side_max: int = 4  # per side when the other side has only one
-    ppm_reference_filters: bool = False  # also require the margin and edit distance below
+    # Step pairs also need the mean Q of the positive's best continuation above
+    # that of the negative's worst (the reference's extraction; data/extract.py).
+    ppm_continuation_q: bool = True
+    # Also require the margin and edit distance below (the reference's pair
+    # sampling; off: the paper asks only Q(pos) > Q(neg)).
+    ppm_reference_filters: bool = False
     ppm_min_margin: float = 0.5
     ppm_min_edit_distance: int = 20
 

@@ -189,6 +189,61 @@ def test_reference_filters_margin_and_edit_distance():
     assert reasons == sorted([X.SMALL_EDIT, X.SMALL_MARGIN])  # .9-.0 close text; .9-.6 margin
 
 
+# A positive step (0.1, Q .2) whose only correct continuation is poor against
+# a negative step (0.2, Q .1) that fails only late after good steps.
+LATE = build([
+    ("0", "p<end_of_step>", 0.2, "step"),          # 0.1
+    ("0", "n<end_of_step>", 0.1, "step"),          # 0.2
+    ("0.1", "p-low<end_of_step>", -0.9, "step"),   # 0.1.1: leads to the correct answer
+    ("0.1", "p-high<end_of_step>", 0.9, "step"),   # 0.1.2: only a wrong answer below
+    ("0.2", "n-good<end_of_step>", 0.6, "step"),   # 0.2.1: wrong answer below, Q .6
+    ("0.2", "n-bad<end_of_step>", 0.7, "step"),    # 0.2.2: wrong answer below, Q .7
+    ("0.1.1", ans(7), 0.1, "ans+"),
+    ("0.1.2", ans(8), -1.0, "ans-"),
+    ("0.2.1", ans(9), 0.3, "ans-"),
+    ("0.2.2", ans(6), -1.0, "ans-"),
+])
+
+
+def test_continuation_mean_q_follows_the_best_and_the_worst_child():
+    good, bad = X.answers_below(LATE)
+    node = {n.tag: i for i, n in enumerate(LATE.nodes)}
+    # Positive: 0.1 -> 0.1.1 (the one child with a correct answer below,
+    # though 0.1.2 has the higher Q) -> its answer.
+    assert X.continuation_mean_q(LATE, node["0.1"], good, True) == pytest.approx((0.2 - 0.9 + 0.1) / 3)
+    # Negative: 0.2 -> 0.2.1 (lowest Q of the children with a wrong answer
+    # below) -> its answer; the descent stops at the leaf.
+    assert X.continuation_mean_q(LATE, node["0.2"], bad, False) == pytest.approx((0.1 + 0.6 + 0.3) / 3)
+    # Best-first from the negative picks 0.2.2 instead.
+    assert X.continuation_mean_q(LATE, node["0.2"], bad, True) == pytest.approx((0.1 + 0.7 - 1.0) / 3)
+    # A leaf is its own path.
+    assert X.continuation_mean_q(LATE, node["0.1.1.1"], good, True) == pytest.approx(0.1)
+
+
+def test_continuation_q_drops_a_pair_the_step_q_alone_keeps():
+    ex = X.extract_records([record([LATE])], cfg().mcts, SEP)
+    root = [r for r in ex.ppm if r["kind"] == "step" and r["group"] == "p/0/0"]
+    assert root == []  # Q .2 > .1, but continuation means -.2 <= .333
+    drops = [(d["tag"], d["reason"]) for d in ex.dropped if d.get("pair") == "step"]
+    assert ("0", X.CONTINUATION_Q) in drops
+    off = X.extract_records([record([LATE])], cfg(ppm_continuation_q=False).mcts, SEP)
+    root = [r for r in off.ppm if r["kind"] == "step" and r["group"] == "p/0/0"]
+    assert [(r["pos_tag"], r["neg_tag"]) for r in root] == [("0.1", "0.2")]
+    assert "cont_q_pos" not in root[0]
+    # Node 0.1 (pos 0.1.1 Q -.9 vs neg 0.1.2 Q .9) fails on the step Q first,
+    # under either setting.
+    for e in (ex, off):
+        assert ("0.1", X.Q_NOT_GREATER) in [(d["tag"], d["reason"]) for d in e.dropped
+                                            if d.get("pair") == "step"]
+
+
+def test_step_pairs_record_their_continuation_means():
+    ex = X.extract_records([record([MAIN])], cfg().mcts, SEP)
+    deep = [r for r in ex.ppm if r["group"] == "p/0/0.2"][0]
+    assert deep["cont_q_pos"] == pytest.approx((0.5 + 1.0) / 2)
+    assert deep["cont_q_neg"] == pytest.approx((-0.5 - 1.0) / 2)
+
+
 def test_extract_to_dir_writes_files_and_summary(tmp_path):
     trees_dir = tmp_path / "trees"
     with treefile.TreeWriter(str(trees_dir / "trees.0.jsonl")) as w:
