@@ -232,6 +232,10 @@ class MCTSConfig:
     answer_top_k: int = 4  # k of top_k_majority
     # Training-data extraction from trees (spec section 5).
     extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
+    # top_k_first: the top-k correct, then drop responses containing "error"
+    # (the reference); filter_first: drop error and duplicate responses, then
+    # the top-k of the rest (data/extract.py).
+    extract_sft_order: str = "top_k_first"
     extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
     ppm_pairs_per_side: int = 2  # positives / negatives per expanded node
     ppm_pairs_one_side_max: int = 4  # per side when the other side has only one
@@ -325,8 +329,10 @@ class OptimConfig:
     epochs: float = 2.0
     max_steps: Optional[int] = None
     seq_len: int = 4096
+    # AdamW betas: the reference's (transformers' AdamW defaults, eps 1e-8 as
+    # optax's); the demo keeps the b2 0.95 it was measured with.
     b1: float = 0.9
-    b2: float = 0.95
+    b2: float = 0.999
 
 
 @dataclass(frozen=True)
@@ -335,10 +341,23 @@ class TrainConfig:
 
     seed: int = 0
     sft: OptimConfig = field(default_factory=OptimConfig)
+    # No weight decay for the PPM: the reference's RM script sets none (its
+    # SFT script sets 0.1); the spec gives none either.
     ppm: OptimConfig = field(
-        default_factory=lambda: OptimConfig(batch_size=512, epochs=1.0)
+        default_factory=lambda: OptimConfig(batch_size=512, epochs=1.0, weight_decay=0.0)
     )
     ppm_loss: str = "bt"  # bt (pairwise Bradley-Terry) | pqm (MSE on Q)
+    # What divides the batch's summed weighted Bradley-Terry loss
+    # sum_r w_r * -log sigmoid(s_pos - s_neg), w_r = 1 / (pos_count * neg_count):
+    # `pairs`, the number of pairs (the reference: its per-device sums averaged
+    # over devices and accumulation, which is this times its per-device batch);
+    # `weights`, the summed weights (ours before: every step of the tree
+    # weighs the same in every batch). training/steps.py.
+    ppm_loss_norm: str = "pairs"
+    # A record longer than the stage's seq_len: `truncate` keeps its first
+    # seq_len tokens (the reference's tokenizers truncate on the right);
+    # `skip` drops it and counts it. training/records.py.
+    overlong: str = "truncate"
     sft_init: str = "base"  # base | previous  (every round from the base model)
     batching: str = "bucket"  # bucket | pack
     length_buckets: List[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
@@ -500,6 +519,9 @@ CHOICES: Dict[str, tuple] = {
     "mcts.answer_selection": ("top_score", "majority", "weighted", "top_k_majority"),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
+    "train.ppm_loss_norm": ("pairs", "weights"),
+    "train.overlong": ("truncate", "skip"),
+    "mcts.extract_sft_order": ("top_k_first", "filter_first"),
     "train.sft_init": ("base", "previous"),
     "train.batching": ("bucket", "pack"),
     "train.sft.schedule": ("linear", "constant", "cosine"),

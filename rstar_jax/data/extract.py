@@ -7,9 +7,13 @@ depth leaves are not trajectories: they are neither correct nor wrong.
 Policy SFT, per problem:
   * the problem is dropped when fewer than `extract_min_correct_share` (0.5)
     of its trajectories are correct;
-  * correct trajectories whose response contains "error" (any case) and
-    exact duplicate responses are dropped;
-  * the best `extract_top_k` (2) remain, by mean step Q, ties by min step Q.
+  * the best `extract_top_k` (2) correct trajectories by mean step Q, ties
+    by min step Q, are taken, then those whose response contains "error"
+    (any case) are dropped, leaving fewer than 2 (the reference's
+    sample_sft_data, `extract_sft_order=top_k_first`; it keeps a response
+    found twice twice); `filter_first` drops error and duplicate responses
+    first and takes the best 2 of the rest, so a problem keeps 2 when it has
+    them.
   Records: `{"query", "response", ...}` as in the reference's
   sft_data_examples.json (response = the concatenated step texts).
 
@@ -132,10 +136,15 @@ def sft_records(pid: str, question: str, trajs: Sequence[Trajectory], mcts_cfg,
         ex.drop("sft", pid, LOW_CORRECT_SHARE, correct_share=share)
         return
     seen, keep = set(), []
-    for t in _best_first(correct):
+    ranked = _best_first(correct)
+    if mcts_cfg.extract_sft_order == "top_k_first":
+        for t in ranked[mcts_cfg.extract_top_k:]:
+            ex.drop("sft", pid, BELOW_TOP_K, t.tag, tree=t.tree)
+        ranked = ranked[:mcts_cfg.extract_top_k]
+    for t in ranked:
         if "error" in t.text.lower():
             ex.drop("sft", pid, CONTAINS_ERROR, t.tag, tree=t.tree)
-        elif t.text in seen:
+        elif t.text in seen and mcts_cfg.extract_sft_order == "filter_first":
             ex.drop("sft", pid, DUPLICATE, t.tag, tree=t.tree)
         elif len(keep) >= mcts_cfg.extract_top_k:
             ex.drop("sft", pid, BELOW_TOP_K, t.tag, tree=t.tree)

@@ -83,7 +83,8 @@ def build_run(cfg: Config, data_path: str, kind: str, tokenizer, arch: ArchConfi
     opt = cfg.train.ppm if kind == "ppm" else cfg.train.sft
     tok = tokenizer
     examples, skipped = records.load_examples(data_path, tok, kind=kind, seq_len=opt.seq_len,
-                                              sep=cfg.data.assistant_sep)
+                                              sep=cfg.data.assistant_sep,
+                                              overlong=cfg.train.overlong)
     train, held = _split_eval(examples, cfg.train.eval_fraction, cfg.train.seed)
     lengths = [e.length for e in train]
     epochs = opt.epochs
@@ -174,8 +175,8 @@ class Trainer:
         self.rows = pipeline.local_rows(next(iter(self.batch_sh.values())), self.global_batch)
         self.data = pipeline.make_dataset(run.examples, run.plan, kind=run.kind, rows=self.rows,
                                           pad_id=pad)
-        loss_fn = (steps.ppm_loss_fn(cfg.ppm, cfg.train.ppm_loss) if run.kind == "ppm"
-                   else steps.lm_loss)
+        loss_fn = (steps.ppm_loss_fn(cfg.ppm, cfg.train.ppm_loss, cfg.train.ppm_loss_norm)
+                   if run.kind == "ppm" else steps.lm_loss)
         self.step_fn = steps.make_train_step(self.graphdef, loss_fn, self.tx,
                                              accum=run.opt.grad_accum, mesh=self.mesh,
                                              rules=self.rules, state_shardings=self.state_sh,

@@ -80,15 +80,31 @@ def test_trajectories_mean_and_min_q():
 
 
 def test_sft_top2_by_mean_q_then_min_q_and_error_filter():
-    ex = X.extract_records([record([MAIN])], cfg().mcts, SEP)
-    # T6 and T1 tie on mean Q 0.75; T6 has the higher min Q. T5 (also 0.75)
-    # mentions an error; T2 is third.
-    assert [(r["tag"], r["rank"]) for r in ex.sft] == [("0.6.1", 0), ("0.1.1", 1)]
-    r = ex.sft[0]
-    assert r["query"] == Q
-    assert r["response"] == "<code>\n# Step 1: f\n<end_of_step>" + ans(7)
-    sft_drops = {(d["tag"], d["reason"]) for d in ex.dropped if d["kind"] == "sft"}
-    assert sft_drops == {("0.5.1", X.CONTAINS_ERROR), ("0.2.1.1", X.BELOW_TOP_K)}
+    # T6 and T1 tie on mean Q 0.75; T6 has the higher min Q. T5 (also 0.75,
+    # min .5, after T1 in creation order) mentions an error; T2 is fourth.
+    for order, t5 in (("top_k_first", X.BELOW_TOP_K), ("filter_first", X.CONTAINS_ERROR)):
+        ex = X.extract_records([record([MAIN])], cfg(extract_sft_order=order).mcts, SEP)
+        assert [(r["tag"], r["rank"]) for r in ex.sft] == [("0.6.1", 0), ("0.1.1", 1)]
+        r = ex.sft[0]
+        assert r["query"] == Q
+        assert r["response"] == "<code>\n# Step 1: f\n<end_of_step>" + ans(7)
+        sft_drops = {(d["tag"], d["reason"]) for d in ex.dropped if d["kind"] == "sft"}
+        assert sft_drops == {("0.5.1", t5), ("0.2.1.1", X.BELOW_TOP_K)}
+
+
+def test_sft_takes_the_top2_before_dropping_error_responses():
+    """The reference's order: an "error" response among the best two leaves
+    one record; `filter_first` fills its place with the third best."""
+    t = build([("0", "s1<end_of_step>", 0.9, "step"), ("0", "s2<end_of_step>", 0.5, "step"),
+               ("0", "s3<end_of_step>", 0.1, "step"),
+               ("0.1", ans(7, "No error here. "), 1.0, "ans+"),
+               ("0.2", ans(7), 1.0, "ans+"), ("0.3", ans(7), 1.0, "ans+")])
+    ref = X.extract_records([record([t])], cfg().mcts, SEP)
+    assert [r["tag"] for r in ref.sft] == ["0.2.1"]
+    assert sorted((d["tag"], d["reason"]) for d in ref.dropped if d["kind"] == "sft") == [
+        ("0.1.1", X.CONTAINS_ERROR), ("0.3.1", X.BELOW_TOP_K)]
+    ours = X.extract_records([record([t])], cfg(extract_sft_order="filter_first").mcts, SEP)
+    assert [(r["tag"], r["rank"]) for r in ours.sft] == [("0.2.1", 0), ("0.3.1", 1)]
 
 
 def test_sft_problem_filters():
@@ -109,9 +125,13 @@ def test_sft_problem_filters():
 
 def test_sft_pools_trees_and_drops_duplicates():
     t = build([("0", "s1<end_of_step>", 0.5, "step"), ("0.1", ans(7), 1.0, "ans+")])
-    ex = X.extract_records([record([t, t])], cfg().mcts, SEP)
+    ex = X.extract_records([record([t, t])], cfg(extract_sft_order="filter_first").mcts, SEP)
     assert len(ex.sft) == 1
     assert [d["reason"] for d in ex.dropped if d["kind"] == "sft"] == [X.DUPLICATE]
+    # The reference keeps a response found in two trees twice.
+    ref = X.extract_records([record([t, t])], cfg().mcts, SEP)
+    assert [(r["tree"], r["response"]) for r in ref.sft] == [(0, t.partial_solution(2)),
+                                                             (1, t.partial_solution(2))]
 
 
 def test_step_pairs_known_pairs():
