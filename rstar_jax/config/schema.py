@@ -358,6 +358,9 @@ class TrainConfig:
     # seq_len tokens (the reference's tokenizers truncate on the right);
     # `skip` drops it and counts it. training/records.py.
     overlong: str = "truncate"
+    # Weight decay on biases too (ours before); the reference's trainer
+    # decays every parameter but the biases. training/steps.py.
+    decay_biases: bool = False
     sft_init: str = "base"  # base | previous  (every round from the base model)
     batching: str = "bucket"  # bucket | pack
     length_buckets: List[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])

@@ -165,7 +165,7 @@ class Trainer:
         self.model_kind = "ppm" if run.kind == "ppm" else "policy"
         self.graphdef = graphdef
         self.total = len(run.plan.steps)
-        self.tx = steps.optimizer(run.opt, self.total)
+        self.tx = steps.optimizer(run.opt, self.total, decay_biases=cfg.train.decay_biases)
         self.state = st.init_train_state(self.tx, params, self.mesh)
         self.state_sh = jax.tree.map(lambda x: x.sharding, self.state)
         self.global_batch = run.opt.batch_size

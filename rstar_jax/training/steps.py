@@ -112,13 +112,30 @@ def schedule(opt: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, main], [opt.warmup_steps])
 
 
-def optimizer(opt: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping then AdamW (decoupled decay, all matrices and vectors)."""
+def _decay_mask(params, decay_biases: bool):
+    """True where weight decay applies: every parameter but the biases
+    (`q_bias`, `value_bias`, ...), unless `decay_biases`."""
+    def decays(path, _):
+        last = path[-1]
+        name = str(getattr(last, "key", getattr(last, "name", last)))
+        return decay_biases or not name.endswith("bias")
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def optimizer(opt: OptimConfig, total_steps: int, *,
+              decay_biases: bool = False) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW (decoupled decay).
+
+    The decay skips biases as the reference's trainer does (transformers
+    4.45 decays every parameter whose name has no "bias", RMSNorm scales and
+    embeddings included); `decay_biases` (`train.decay_biases`) decays them too.
+    """
     parts = []
     if opt.grad_clip and opt.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(opt.grad_clip))
     parts.append(optax.adamw(schedule(opt, total_steps), b1=opt.b1, b2=opt.b2,
-                             weight_decay=opt.weight_decay))
+                             weight_decay=opt.weight_decay,
+                             mask=lambda p: _decay_mask(p, decay_biases)))
     return optax.chain(*parts)
 
 

@@ -235,6 +235,22 @@ def test_optimizer_schedule_decays_linearly_and_clips():
     np.testing.assert_allclose(upd["w"], [-1e-3, -1e-3, 0.0], atol=1e-9)
 
 
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_weight_decay_skips_biases_as_the_reference(decay_biases):
+    opt = OptimConfig(learning_rate=0.1, schedule="constant", grad_clip=0.0, weight_decay=0.5)
+    tx = steps.optimizer(opt, 10, decay_biases=decay_biases)
+    p = {"layer": {"kernel": jnp.ones(2), "q_bias": jnp.ones(2), "scale": jnp.ones(2)},
+         "value_bias": jnp.ones(())}
+    zero = jax.tree.map(jnp.zeros_like, p)
+    upd, _ = tx.update(zero, tx.init(p), p)  # no gradient: the decay alone moves
+    decayed = -0.1 * 0.5
+    assert float(upd["layer"]["kernel"][0]) == pytest.approx(decayed)
+    assert float(upd["layer"]["scale"][0]) == pytest.approx(decayed)  # norm scales decay
+    bias = decayed if decay_biases else 0.0
+    assert float(upd["layer"]["q_bias"][0]) == pytest.approx(bias)
+    assert float(upd["value_bias"]) == pytest.approx(bias)
+
+
 def test_bfloat16_compute_tracks_float32():
     batch = _lm_batch()
     _, m32 = _one_step((1, 1, 1), "lm", batch)
