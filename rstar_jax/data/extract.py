@@ -9,11 +9,11 @@ Policy SFT, per problem:
     of its trajectories are correct;
   * the best `extract_top_k` (2) correct trajectories by mean step Q, ties
     by min step Q, are taken, then those whose response contains "error"
-    (any case) are dropped, leaving fewer than 2 (the reference's
-    sample_sft_data, `extract_sft_order=top_k_first`; it keeps a response
-    found twice twice); `filter_first` drops error and duplicate responses
-    first and takes the best 2 of the rest, so a problem keeps 2 when it has
-    them.
+    (any case) are dropped, which may leave fewer than 2 (the reference's
+    sample_sft_data, `extract_sft_order=top_k_first`; a response found in
+    two trees is kept twice, as there); `filter_first` drops error and
+    duplicate responses first and takes the best 2 of the rest, so a
+    problem keeps 2 when it has them.
   Records: `{"query", "response", ...}` as in the reference's
   sft_data_examples.json (response = the concatenated step texts).
 
