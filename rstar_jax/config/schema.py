@@ -65,7 +65,7 @@ class ModelConfig:
     `config.json` and the values here are ignored except the dtypes.
     """
 
-    name: str = "tiny"
+    name: str = "tiny"  # a label: training summaries name the model they trained
     family: str = "qwen2"  # qwen2 | llama
     vocab_size: int = 512
     hidden_size: int = 64
@@ -240,10 +240,19 @@ class MCTSConfig:
     answer_top_k: int = 4  # k of top_k_majority
     # Training-data extraction from trees (spec section 5).
     extract_top_k: int = 2  # SFT trajectories per problem (by mean step Q, then min Q)
+    # top_k_first: the top-k correct, then drop responses containing "error"
+    # (the reference); filter_first: drop error and duplicate responses, then
+    # the top-k of the rest (data/extract.py).
+    extract_sft_order: str = "top_k_first"
     extract_min_correct_share: float = 0.5  # drop problems with fewer correct trajectories
     ppm_pairs_per_side: int = 2  # positives / negatives per expanded node
     ppm_pairs_one_side_max: int = 4  # per side when the other side has only one
-    ppm_reference_filters: bool = False  # also require the margin and edit distance below
+    # Step pairs also need the mean Q of the positive's best continuation above
+    # that of the negative's worst (the reference's extraction; data/extract.py).
+    ppm_continuation_q: bool = True
+    # Also require the margin and edit distance below (the reference's pair
+    # sampling; off: the paper asks only Q(pos) > Q(neg)).
+    ppm_reference_filters: bool = False
     ppm_min_margin: float = 0.5
     ppm_min_edit_distance: int = 20
 
@@ -285,7 +294,6 @@ class DataConfig:
 
     source: str = "jsonl"  # jsonl | tfds | arith
     path: Optional[str] = None
-    split: str = "train"
     limit: Optional[int] = None
     test_path: Optional[str] = None
     test_limit: Optional[int] = None
@@ -329,8 +337,10 @@ class OptimConfig:
     epochs: float = 2.0
     max_steps: Optional[int] = None
     seq_len: int = 4096
+    # AdamW betas: the reference's (transformers' AdamW defaults, eps 1e-8 as
+    # optax's); the demo keeps the b2 0.95 it was measured with.
     b1: float = 0.9
-    b2: float = 0.95
+    b2: float = 0.999
 
 
 @dataclass(frozen=True)
@@ -339,10 +349,26 @@ class TrainConfig:
 
     seed: int = 0
     sft: OptimConfig = field(default_factory=OptimConfig)
+    # No weight decay for the PPM: the reference's RM script sets none (its
+    # SFT script sets 0.1); the spec gives none either.
     ppm: OptimConfig = field(
-        default_factory=lambda: OptimConfig(batch_size=512, epochs=1.0)
+        default_factory=lambda: OptimConfig(batch_size=512, epochs=1.0, weight_decay=0.0)
     )
     ppm_loss: str = "bt"  # bt (pairwise Bradley-Terry) | pqm (MSE on Q)
+    # What divides the batch's summed weighted Bradley-Terry loss
+    # sum_r w_r * -log sigmoid(s_pos - s_neg), w_r = 1 / (pos_count * neg_count):
+    # `pairs`, the number of pairs (the reference: its per-device sums averaged
+    # over devices and accumulation, which is this times its per-device batch);
+    # `weights`, the summed weights (ours before: every step of the tree
+    # weighs the same in every batch). training/steps.py.
+    ppm_loss_norm: str = "pairs"
+    # A record longer than the stage's seq_len: `truncate` keeps its first
+    # seq_len tokens (the reference's tokenizers truncate on the right);
+    # `skip` drops it and counts it. training/records.py.
+    overlong: str = "truncate"
+    # Weight decay on biases too (ours before); the reference's trainer
+    # decays every parameter but the biases. training/steps.py.
+    decay_biases: bool = False
     sft_init: str = "base"  # base | previous  (every round from the base model)
     batching: str = "bucket"  # bucket | pack
     length_buckets: List[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
@@ -514,6 +540,9 @@ CHOICES: Dict[str, tuple] = {
     "mcts.greedy_mode": ("whole_solution", "step"),
     "data.source": ("jsonl", "tfds", "arith"),
     "train.ppm_loss": ("bt", "pqm"),
+    "train.ppm_loss_norm": ("pairs", "weights"),
+    "train.overlong": ("truncate", "skip"),
+    "mcts.extract_sft_order": ("top_k_first", "filter_first"),
     "train.sft_init": ("base", "previous"),
     "train.batching": ("bucket", "pack"),
     "train.sft.schedule": ("linear", "constant", "cosine"),

@@ -7,9 +7,13 @@ depth leaves are not trajectories: they are neither correct nor wrong.
 Policy SFT, per problem:
   * the problem is dropped when fewer than `extract_min_correct_share` (0.5)
     of its trajectories are correct;
-  * correct trajectories whose response contains "error" (any case) and
-    exact duplicate responses are dropped;
-  * the best `extract_top_k` (2) remain, by mean step Q, ties by min step Q.
+  * the best `extract_top_k` (2) correct trajectories by mean step Q, ties
+    by min step Q, are taken, then those whose response contains "error"
+    (any case) are dropped, which may leave fewer than 2 (the reference's
+    sample_sft_data, `extract_sft_order=top_k_first`; a response found in
+    two trees is kept twice, as there); `filter_first` drops error and
+    duplicate responses first and takes the best 2 of the rest, so a
+    problem keeps 2 when it has them.
   Records: `{"query", "response", ...}` as in the reference's
   sft_data_examples.json (response = the concatenated step texts).
 
@@ -19,9 +23,16 @@ PPM pairs, per expanded node, over its non-answer children:
     (4 of one side when the other has only 1); code-error leaves are not
     negatives (they have no answer below them);
   * every positive x negative pair with Q(pos) - Q(neg) > 0 is kept (the
-    reference's margin >= 0.5 and edit distance >= 20 behind
-    `ppm_reference_filters`). The prompt is the policy prompt with the shared
-    prefix; pos / neg are the two differing steps.
+    paper), when also (the reference's extraction, `ppm_continuation_q`,
+    on by default) the mean Q of the positive's best continuation exceeds
+    that of the negative's worst: from the positive, step down to the child
+    with a correct answer below it of the highest Q, until a leaf; from the
+    negative, to the child with a wrong answer below it of the lowest Q; the
+    mean is over the nodes of that path, the pos / neg step itself to the
+    leaf (`continuation_mean_q`). The reference's later filters, margin
+    >= 0.5 and edit distance >= 20, sit behind `ppm_reference_filters`
+    (off: the paper states neither). The prompt is the policy prompt with the
+    shared prefix; pos / neg are the two differing steps.
   Final-answer steps are compared as whole trajectories, per problem: the 2
   correct with the highest mean Q against the 2 wrong with the lowest;
   prompt `<|user|>:\\n{question}`, pos / neg the rest of the full text, as in
@@ -52,6 +63,7 @@ BELOW_TOP_K = "not in the top-k by mean Q"
 NO_POSITIVE = "no positive child"
 NO_NEGATIVE = "no negative child"
 Q_NOT_GREATER = "Q(pos) - Q(neg) <= 0"
+CONTINUATION_Q = "continuation mean Q(pos) <= continuation mean Q(neg)"
 SMALL_MARGIN = "Q margin below minimum"
 SMALL_EDIT = "edit distance below minimum"
 FINAL_NO_CORRECT = "final pairs: no correct trajectory"
@@ -124,10 +136,15 @@ def sft_records(pid: str, question: str, trajs: Sequence[Trajectory], mcts_cfg,
         ex.drop("sft", pid, LOW_CORRECT_SHARE, correct_share=share)
         return
     seen, keep = set(), []
-    for t in _best_first(correct):
+    ranked = _best_first(correct)
+    if mcts_cfg.extract_sft_order == "top_k_first":
+        for t in ranked[mcts_cfg.extract_top_k:]:
+            ex.drop("sft", pid, BELOW_TOP_K, t.tag, tree=t.tree)
+        ranked = ranked[:mcts_cfg.extract_top_k]
+    for t in ranked:
         if "error" in t.text.lower():
             ex.drop("sft", pid, CONTAINS_ERROR, t.tag, tree=t.tree)
-        elif t.text in seen:
+        elif t.text in seen and mcts_cfg.extract_sft_order == "filter_first":
             ex.drop("sft", pid, DUPLICATE, t.tag, tree=t.tree)
         elif len(keep) >= mcts_cfg.extract_top_k:
             ex.drop("sft", pid, BELOW_TOP_K, t.tag, tree=t.tree)
@@ -174,9 +191,36 @@ def edit_distance_at_least(a: str, b: str, k: int) -> bool:
     return prev.get(len(b), big) >= k
 
 
-def _pair_ok(pid, tag, q_pos, q_neg, pos, neg, mcts_cfg, ex: Extraction, kind: str) -> bool:
+def continuation_mean_q(tree: T.Tree, node: int, below: Sequence[bool], best: bool) -> float:
+    """Mean Q of the path from `node` down its best (or worst) continuation.
+
+    At each node the path goes on to the child with an answer of the pair's
+    side below it (`below`: `answers_below`'s correct flags for a positive,
+    wrong flags for a negative) of the highest Q (`best`) or the lowest, the
+    first in creation order on a tie, until no child qualifies; the mean is
+    over every node of the path, `node` included. The reference's extraction
+    keeps a step pair only when the positive's value exceeds the negative's,
+    so a positive step whose only correct continuations are poor, or a
+    negative one whose failures come late after good steps, makes no pair.
+    """
+    qs = [tree.nodes[node].Q]
+    while True:
+        kids = [c for c in tree.nodes[node].children if below[c]]
+        if not kids:
+            return sum(qs) / len(qs)
+        pick = max if best else min
+        node = pick(kids, key=lambda c: tree.nodes[c].Q)
+        qs.append(tree.nodes[node].Q)
+
+
+def _pair_ok(pid, tag, q_pos, q_neg, pos, neg, mcts_cfg, ex: Extraction, kind: str,
+             cont: Optional[Tuple[float, float]] = None) -> bool:
+    """Whether a pair passes the filters; `cont`: the continuation means of
+    pos and neg (step pairs with `ppm_continuation_q`), else not compared."""
     if q_pos - q_neg <= 0:
         reason = Q_NOT_GREATER
+    elif cont is not None and cont[0] <= cont[1]:
+        reason = CONTINUATION_Q
     elif mcts_cfg.ppm_reference_filters and q_pos - q_neg < mcts_cfg.ppm_min_margin:
         reason = SMALL_MARGIN
     elif mcts_cfg.ppm_reference_filters and not edit_distance_at_least(
@@ -217,12 +261,16 @@ def step_pairs(pid: str, question: str, tree: T.Tree, ti: int, mcts_cfg, sep: st
             for n in neg:
                 qp, qn = tree.nodes[p].Q, tree.nodes[n].Q
                 tp, tn = tree.nodes[p].text, tree.nodes[n].text
-                if p == n or not _pair_ok(pid, tag, qp, qn, tp, tn, mcts_cfg, ex, "step"):
+                cont = ((continuation_mean_q(tree, p, good, True),
+                         continuation_mean_q(tree, n, bad, False))
+                        if mcts_cfg.ppm_continuation_q else None)
+                if p == n or not _pair_ok(pid, tag, qp, qn, tp, tn, mcts_cfg, ex, "step", cont):
                     continue
                 ex.ppm.append({"prompt": prompt, "pos": tp, "neg": tn, "pos_count": len(pos),
                                "neg_count": len(neg), "id": pid, "kind": "step",
                                "group": f"{pid}/{ti}/{tag}", "q_pos": qp, "q_neg": qn,
-                               "pos_tag": tree.nodes[p].tag, "neg_tag": tree.nodes[n].tag})
+                               "pos_tag": tree.nodes[p].tag, "neg_tag": tree.nodes[n].tag,
+                               **({"cont_q_pos": cont[0], "cont_q_neg": cont[1]} if cont else {})})
 
 
 def final_pairs(pid: str, question: str, trajs: Sequence[Trajectory], mcts_cfg, sep: str,

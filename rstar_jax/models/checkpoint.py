@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from rstar_jax.config.schema import CheckpointConfig
 from rstar_jax.models.decoder import ArchConfig
 from rstar_jax.models.params import (
     MODEL_CLASSES,
@@ -129,7 +130,8 @@ class Checkpointer:
     them on a mesh.
     """
 
-    def __init__(self, directory: str, cfg=None, *, config=None, tokenizer=None):
+    def __init__(self, directory: str, cfg: Optional[CheckpointConfig] = None, *, config=None,
+                 tokenizer=None):
         ocp = _ocp()
         self.directory = os.path.abspath(directory)
         keep = getattr(cfg, "keep", 3)

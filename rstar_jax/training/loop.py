@@ -83,7 +83,8 @@ def build_run(cfg: Config, data_path: str, kind: str, tokenizer, arch: ArchConfi
     opt = cfg.train.ppm if kind == "ppm" else cfg.train.sft
     tok = tokenizer
     examples, skipped = records.load_examples(data_path, tok, kind=kind, seq_len=opt.seq_len,
-                                              sep=cfg.data.assistant_sep)
+                                              sep=cfg.data.assistant_sep,
+                                              overlong=cfg.train.overlong)
     train, held = _split_eval(examples, cfg.train.eval_fraction, cfg.train.seed)
     lengths = [e.length for e in train]
     epochs = opt.epochs
@@ -164,7 +165,7 @@ class Trainer:
         self.model_kind = "ppm" if run.kind == "ppm" else "policy"
         self.graphdef = graphdef
         self.total = len(run.plan.steps)
-        self.tx = steps.optimizer(run.opt, self.total)
+        self.tx = steps.optimizer(run.opt, self.total, decay_biases=cfg.train.decay_biases)
         self.state = st.init_train_state(self.tx, params, self.mesh)
         self.state_sh = jax.tree.map(lambda x: x.sharding, self.state)
         self.global_batch = run.opt.batch_size
@@ -174,8 +175,8 @@ class Trainer:
         self.rows = pipeline.local_rows(next(iter(self.batch_sh.values())), self.global_batch)
         self.data = pipeline.make_dataset(run.examples, run.plan, kind=run.kind, rows=self.rows,
                                           pad_id=pad)
-        loss_fn = (steps.ppm_loss_fn(cfg.ppm, cfg.train.ppm_loss) if run.kind == "ppm"
-                   else steps.lm_loss)
+        loss_fn = (steps.ppm_loss_fn(cfg.ppm, cfg.train.ppm_loss, cfg.train.ppm_loss_norm)
+                   if run.kind == "ppm" else steps.lm_loss)
         self.step_fn = steps.make_train_step(self.graphdef, loss_fn, self.tx,
                                              accum=run.opt.grad_accum, mesh=self.mesh,
                                              rules=self.rules, state_shardings=self.state_sh,
@@ -404,7 +405,7 @@ def _finish(tr: Trainer, out_dir: str, last: Dict, writer: MetricsWriter) -> Dic
     dtype = jnp.bfloat16 if run.cfg.checkpoint.export_bf16 else jnp.float32
     export_params(nnx.merge(tr.graphdef, tr.state["params"]), os.path.join(out_dir, "final"),
                   dtype, tokenizer=run.tokenizer, source=f"rstar-jax train ({run.kind})")
-    summary = {"kind": tr.model_kind, "steps": tr.total, "final_loss": last.get("loss"),
+    summary = {"kind": tr.model_kind, "model": run.cfg.model.name, "steps": tr.total, "final_loss": last.get("loss"),
                "pair_accuracy": last.get("pair_accuracy"),
                "tokens": int(sum(tr.tokens_in(k) for k in range(tr.total))),
                "examples": len(run.examples), "eval_examples": len(run.eval_examples),

@@ -15,10 +15,18 @@ Three record kinds, one file each (JSON Lines, or one JSON list):
   `q_pos`/`q_neg` (the names extraction writes, `data/extract.py`) give the
   Q targets of the PQM ablation (default +1/-1).
 
-A malformed record (bad JSON, missing or empty fields, bad counts, too long)
-is counted by reason, logged and skipped; a file with no usable record is an
+A malformed record (bad JSON, missing or empty fields, bad counts) is
+counted by reason, logged and skipped; a file with no usable record is an
 error. Tokenisation is per field (prompt and continuation separately, as the
 search engine sees them).
+
+A record longer than `seq_len` (`overlong`, `train.overlong`): `truncate`
+keeps its first `seq_len` tokens, as the reference's SFT and RM scripts do
+(their tokenizers truncate on the right): an SFT response loses its end and
+EOS, a pair's sequences their ends (a PPM scores the last kept token); an
+SFT record whose prompt alone fills `seq_len` has nothing left to train and
+is skipped. `skip` drops every over-long record. Truncated records are
+counted in the log.
 """
 
 from __future__ import annotations
@@ -111,7 +119,17 @@ def _lm_example(tokens: List[int], n_prompt: int) -> LMExample:
     return LMExample(arr[:-1], arr[1:], w)
 
 
-def _sft(rec: dict, tokenizer, seq_len: int, sep: str) -> Tuple[List[LMExample], Optional[str]]:
+OVERLONG = ("truncate", "skip")
+TRUNCATED = "truncated to seq_len"
+
+
+def _check_overlong(overlong: str) -> None:
+    if overlong not in OVERLONG:
+        raise ValueError(f"unknown overlong mode {overlong!r}; expected one of {OVERLONG}")
+
+
+def _sft(rec: dict, tokenizer, seq_len: int, sep: str,
+         overlong: str = "truncate") -> Tuple[List[LMExample], Optional[str]]:
     q, r = rec.get("query"), rec.get("response")
     if not isinstance(q, str) or not q.strip():
         return [], "missing or empty 'query'"
@@ -119,9 +137,13 @@ def _sft(rec: dict, tokenizer, seq_len: int, sep: str) -> Tuple[List[LMExample],
         return [], "missing or empty 'response'"
     prompt = _ids(tokenizer, policy_prompt(q, "", sep=sep))
     tokens = prompt + _ids(tokenizer, r) + [_eos(tokenizer)]
-    if len(tokens) - 1 > seq_len:
+    if len(tokens) - 1 <= seq_len:
+        return [_lm_example(tokens, len(prompt))], None
+    if overlong == "skip":
         return [], f"longer than seq_len ({len(tokens) - 1} > {seq_len})"
-    return [_lm_example(tokens, len(prompt))], None
+    if len(prompt) > seq_len:  # no response token left to predict
+        return [], f"prompt longer than seq_len ({len(prompt)} > {seq_len})"
+    return [_lm_example(tokens[:seq_len + 1], len(prompt))], TRUNCATED
 
 
 def _text(rec: dict, tokenizer, seq_len: int) -> Tuple[List[LMExample], Optional[str]]:
@@ -144,7 +166,8 @@ def _count(rec: dict, key: str) -> Optional[int]:
     return v
 
 
-def _pair(rec: dict, tokenizer, seq_len: int) -> Tuple[List[PairExample], Optional[str]]:
+def _pair(rec: dict, tokenizer, seq_len: int,
+          overlong: str = "truncate") -> Tuple[List[PairExample], Optional[str]]:
     for key in ("prompt", "pos", "neg"):
         if not isinstance(rec.get(key), str) or (key != "prompt" and not rec[key].strip()):
             return [], f"missing or empty {key!r}"
@@ -154,13 +177,16 @@ def _pair(rec: dict, tokenizer, seq_len: int) -> Tuple[List[PairExample], Option
     prompt = _ids(tokenizer, rec["prompt"])
     pos = np.asarray(prompt + _ids(tokenizer, rec["pos"]), np.int32)
     neg = np.asarray(prompt + _ids(tokenizer, rec["neg"]), np.int32)
+    note = None
     if max(len(pos), len(neg)) > seq_len:
-        return [], f"longer than seq_len ({max(len(pos), len(neg))} > {seq_len})"
+        if overlong == "skip":
+            return [], f"longer than seq_len ({max(len(pos), len(neg))} > {seq_len})"
+        pos, neg, note = pos[:seq_len], neg[:seq_len], TRUNCATED
     try:
         pq, nq = float(rec.get("q_pos", 1.0)), float(rec.get("q_neg", -1.0))
     except (TypeError, ValueError):
         return [], "q_pos/q_neg must be numbers"
-    return [PairExample(pos, neg, pair_weight(pc, nc), pq, nq)], None
+    return [PairExample(pos, neg, pair_weight(pc, nc), pq, nq)], note
 
 
 def pair_weight(pos_count: int, neg_count: int) -> float:
@@ -168,29 +194,36 @@ def pair_weight(pos_count: int, neg_count: int) -> float:
     return 1.0 / float(pos_count * neg_count)
 
 
-def load_examples(path: str, tokenizer, *, kind: str, seq_len: int, sep: str = "\n\n"):
+def load_examples(path: str, tokenizer, *, kind: str, seq_len: int, sep: str = "\n\n",
+                  overlong: str = "truncate"):
     """Reads and tokenises a record file.
 
     Args:
       kind: `lm` (SFT or plain-text records, mixed freely) or `ppm`.
+      overlong: `truncate` or `skip` a record longer than `seq_len` (module
+        docstring; plain text is always cut into pieces).
     Returns:
       (examples, skipped) with `skipped` a {reason: count} dict.
     Raises:
       NoUsableRecords: when not one record is usable.
     """
+    _check_overlong(overlong)
     examples: list = []
     skipped: Dict[str, int] = collections.Counter()
+    truncated = 0
     for i, rec, err in read_records(path):
         if err is None and not isinstance(rec, dict):
             err = "not a JSON object"
         if err is None:
             if kind == "ppm":
-                got, err = _pair(rec, tokenizer, seq_len)
+                got, err = _pair(rec, tokenizer, seq_len, overlong)
             elif "text" in rec and "response" not in rec:
                 got, err = _text(rec, tokenizer, seq_len)
             else:
-                got, err = _sft(rec, tokenizer, seq_len, sep)
+                got, err = _sft(rec, tokenizer, seq_len, sep, overlong)
             examples.extend(got)
+            if err == TRUNCATED:
+                truncated, err = truncated + 1, None
         if err is not None:
             skipped[err.split(" (")[0]] += 1
             log.warning("%s: record %d skipped: %s", path, i, err)
@@ -198,4 +231,7 @@ def load_examples(path: str, tokenizer, *, kind: str, seq_len: int, sep: str = "
         raise NoUsableRecords(f"{path}: no usable {kind} record ({dict(skipped) or 'empty file'})")
     if skipped:
         log.warning("%s: %d records skipped: %s", path, sum(skipped.values()), dict(skipped))
+    if truncated:
+        log.warning("%s: %d records longer than seq_len %d truncated to it (train.overlong)",
+                    path, truncated, seq_len)
     return examples, dict(skipped)

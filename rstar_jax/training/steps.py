@@ -53,13 +53,26 @@ def pair_scores(model: nnx.Module, batch: Batch, ppm: PPMConfig, *, raw: bool = 
     return (out if raw else score_transform(out, ppm)).reshape(r, 2)
 
 
-def bt_terms(scores: Array, weights: Array):
+def bt_terms(scores: Array, weights: Array, norm: str = "pairs"):
     """Bradley-Terry numerator and stats from scores `[R, 2]`, weights `[R]`:
-    loss = sum_r w_r * -log sigmoid(s_pos - s_neg) / sum_r w_r."""
+    loss = sum_r w_r * -log sigmoid(s_pos - s_neg) / D, with D the number of
+    pairs R (`norm="pairs"`, the reference: it sums each device's weighted
+    pair losses and averages the sums over devices and accumulation steps,
+    i.e. R / per-device batch; the constant per-device factor only moves
+    where gradient clipping starts) or the summed weights (`"weights"`).
+
+    Batches are always full (training/pipeline.py), so R is fixed and a
+    batch whose pairs come from steps with many pairs (small weights) moves
+    the model less under `pairs`, as in the reference; `weights` gives every
+    batch the same total say whatever its steps' pair counts.
+    """
     margin = scores[:, 0] - scores[:, 1]
     num = jnp.sum(weights * -jax.nn.log_sigmoid(margin))
-    stats = {"denom": jnp.sum(weights), "correct": jnp.sum(margin > 0).astype(jnp.float32),
-             "pairs": jnp.asarray(scores.shape[0], jnp.float32)}
+    pairs = jnp.asarray(scores.shape[0], jnp.float32)
+    if norm not in ("pairs", "weights"):
+        raise ValueError(f"unknown Bradley-Terry normalisation {norm!r}; expected pairs or weights")
+    stats = {"denom": pairs if norm == "pairs" else jnp.sum(weights),
+             "correct": jnp.sum(margin > 0).astype(jnp.float32), "pairs": pairs}
     return num, stats
 
 
@@ -72,13 +85,15 @@ def pqm_terms(scores: Array, weights: Array, q: Array):
     return num, stats
 
 
-def ppm_loss_fn(ppm: PPMConfig, kind: str) -> LossFn:
+def ppm_loss_fn(ppm: PPMConfig, kind: str, norm: str = "pairs") -> LossFn:
     """The PPM loss: `bt` (pairwise, the paper; on the raw output with
-    `ppm.train_on_raw`) or `pqm` (MSE of the transformed score on Q)."""
+    `ppm.train_on_raw`; `norm` as in `bt_terms`, `train.ppm_loss_norm`) or
+    `pqm` (MSE of the transformed score on Q, over the summed weights)."""
     def loss(model, batch):
         if kind == "pqm":
             return pqm_terms(pair_scores(model, batch, ppm), batch["weights"], batch["q"])
-        return bt_terms(pair_scores(model, batch, ppm, raw=ppm.train_on_raw), batch["weights"])
+        return bt_terms(pair_scores(model, batch, ppm, raw=ppm.train_on_raw), batch["weights"],
+                        norm)
     return loss
 
 
@@ -97,13 +112,30 @@ def schedule(opt: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, main], [opt.warmup_steps])
 
 
-def optimizer(opt: OptimConfig, total_steps: int) -> optax.GradientTransformation:
-    """Global-norm clipping then AdamW (decoupled decay, all matrices and vectors)."""
+def _decay_mask(params, decay_biases: bool):
+    """True where weight decay applies: every parameter but the biases
+    (`q_bias`, `value_bias`, ...), unless `decay_biases`."""
+    def decays(path, _):
+        last = path[-1]
+        name = str(getattr(last, "key", getattr(last, "name", last)))
+        return decay_biases or not name.endswith("bias")
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def optimizer(opt: OptimConfig, total_steps: int, *,
+              decay_biases: bool = False) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW (decoupled decay).
+
+    The decay skips biases as the reference's trainer does (transformers
+    4.45 decays every parameter whose name has no "bias", RMSNorm scales and
+    embeddings included); `decay_biases` (`train.decay_biases`) decays them too.
+    """
     parts = []
     if opt.grad_clip and opt.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(opt.grad_clip))
     parts.append(optax.adamw(schedule(opt, total_steps), b1=opt.b1, b2=opt.b2,
-                             weight_decay=opt.weight_decay))
+                             weight_decay=opt.weight_decay,
+                             mask=lambda p: _decay_mask(p, decay_biases)))
     return optax.chain(*parts)
 
 

@@ -36,6 +36,12 @@ SUPERSEDED_DIR = "superseded"
 # Config sections whose values can change a search's or an evaluation's results.
 RESULT_SECTIONS = ("seed", "model", "ppm", "engine", "mcts", "executor", "data.assistant_sep",
                    "eval")
+# ...and, for the commands that evaluate, the inference protocol they search
+# under (rollouts, candidates, temperature, ...): without it a resumed
+# evaluation would append one protocol's results to another's. A training-data
+# search never reads it, so changing it does not refuse a search's resume.
+EVAL_SECTIONS = RESULT_SECTIONS + ("inference_eval",)
+EVAL_COMMANDS = frozenset({"evaluate"})
 # ...less what only changes speed or names a file fingerprinted by content.
 IGNORED_KEYS = frozenset({
     "model.checkpoint", "model.hf_dir", "model.tokenizer_dir", "model.remat", "ppm.checkpoint",
@@ -124,9 +130,10 @@ def make_fingerprint(cfg, *, command: str, problems: Mapping[str, str], with_ppm
     """The fingerprint of a `command` run of `cfg` on `problems` ({name: digest});
     `extra` adds settings that come from flags, not the config (e.g. the method)."""
     m = cfg.model
+    sections = EVAL_SECTIONS if command in EVAL_COMMANDS else RESULT_SECTIONS
     return {
         "command": command,
-        "config": {**result_keys(cfg), **(extra or {})},
+        "config": {**result_keys(cfg, sections), **(extra or {})},
         "model": model_identity(m.checkpoint, m.hf_dir),
         "ppm": model_identity(cfg.ppm.checkpoint) if with_ppm else None,
         "problems": dict(problems),

@@ -80,15 +80,31 @@ def test_trajectories_mean_and_min_q():
 
 
 def test_sft_top2_by_mean_q_then_min_q_and_error_filter():
-    ex = X.extract_records([record([MAIN])], cfg().mcts, SEP)
-    # T6 and T1 tie on mean Q 0.75; T6 has the higher min Q. T5 (also 0.75)
-    # mentions an error; T2 is third.
-    assert [(r["tag"], r["rank"]) for r in ex.sft] == [("0.6.1", 0), ("0.1.1", 1)]
-    r = ex.sft[0]
-    assert r["query"] == Q
-    assert r["response"] == "<code>\n# Step 1: f\n<end_of_step>" + ans(7)
-    sft_drops = {(d["tag"], d["reason"]) for d in ex.dropped if d["kind"] == "sft"}
-    assert sft_drops == {("0.5.1", X.CONTAINS_ERROR), ("0.2.1.1", X.BELOW_TOP_K)}
+    # T6 and T1 tie on mean Q 0.75; T6 has the higher min Q. T5 (also 0.75,
+    # min .5, after T1 in creation order) mentions an error; T2 is fourth.
+    for order, t5 in (("top_k_first", X.BELOW_TOP_K), ("filter_first", X.CONTAINS_ERROR)):
+        ex = X.extract_records([record([MAIN])], cfg(extract_sft_order=order).mcts, SEP)
+        assert [(r["tag"], r["rank"]) for r in ex.sft] == [("0.6.1", 0), ("0.1.1", 1)]
+        r = ex.sft[0]
+        assert r["query"] == Q
+        assert r["response"] == "<code>\n# Step 1: f\n<end_of_step>" + ans(7)
+        sft_drops = {(d["tag"], d["reason"]) for d in ex.dropped if d["kind"] == "sft"}
+        assert sft_drops == {("0.5.1", t5), ("0.2.1.1", X.BELOW_TOP_K)}
+
+
+def test_sft_takes_the_top2_before_dropping_error_responses():
+    """The reference's order: an "error" response among the best two leaves
+    one record; `filter_first` fills its place with the third best."""
+    t = build([("0", "s1<end_of_step>", 0.9, "step"), ("0", "s2<end_of_step>", 0.5, "step"),
+               ("0", "s3<end_of_step>", 0.1, "step"),
+               ("0.1", ans(7, "No error here. "), 1.0, "ans+"),
+               ("0.2", ans(7), 1.0, "ans+"), ("0.3", ans(7), 1.0, "ans+")])
+    ref = X.extract_records([record([t])], cfg().mcts, SEP)
+    assert [r["tag"] for r in ref.sft] == ["0.2.1"]
+    assert sorted((d["tag"], d["reason"]) for d in ref.dropped if d["kind"] == "sft") == [
+        ("0.1.1", X.CONTAINS_ERROR), ("0.3.1", X.BELOW_TOP_K)]
+    ours = X.extract_records([record([t])], cfg(extract_sft_order="filter_first").mcts, SEP)
+    assert [(r["tag"], r["rank"]) for r in ours.sft] == [("0.2.1", 0), ("0.3.1", 1)]
 
 
 def test_sft_problem_filters():
@@ -109,9 +125,13 @@ def test_sft_problem_filters():
 
 def test_sft_pools_trees_and_drops_duplicates():
     t = build([("0", "s1<end_of_step>", 0.5, "step"), ("0.1", ans(7), 1.0, "ans+")])
-    ex = X.extract_records([record([t, t])], cfg().mcts, SEP)
+    ex = X.extract_records([record([t, t])], cfg(extract_sft_order="filter_first").mcts, SEP)
     assert len(ex.sft) == 1
     assert [d["reason"] for d in ex.dropped if d["kind"] == "sft"] == [X.DUPLICATE]
+    # The reference keeps a response found in two trees twice.
+    ref = X.extract_records([record([t, t])], cfg().mcts, SEP)
+    assert [(r["tree"], r["response"]) for r in ref.sft] == [(0, t.partial_solution(2)),
+                                                             (1, t.partial_solution(2))]
 
 
 def test_step_pairs_known_pairs():
@@ -187,6 +207,61 @@ def test_reference_filters_margin_and_edit_distance():
     assert [r for r in ref.ppm if r["kind"] == "step"] == []
     reasons = sorted(d["reason"] for d in ref.dropped if d.get("pair") == "step")
     assert reasons == sorted([X.SMALL_EDIT, X.SMALL_MARGIN])  # .9-.0 close text; .9-.6 margin
+
+
+# A positive step (0.1, Q .2) whose only correct continuation is poor against
+# a negative step (0.2, Q .1) that fails only late after good steps.
+LATE = build([
+    ("0", "p<end_of_step>", 0.2, "step"),          # 0.1
+    ("0", "n<end_of_step>", 0.1, "step"),          # 0.2
+    ("0.1", "p-low<end_of_step>", -0.9, "step"),   # 0.1.1: leads to the correct answer
+    ("0.1", "p-high<end_of_step>", 0.9, "step"),   # 0.1.2: only a wrong answer below
+    ("0.2", "n-good<end_of_step>", 0.6, "step"),   # 0.2.1: wrong answer below, Q .6
+    ("0.2", "n-bad<end_of_step>", 0.7, "step"),    # 0.2.2: wrong answer below, Q .7
+    ("0.1.1", ans(7), 0.1, "ans+"),
+    ("0.1.2", ans(8), -1.0, "ans-"),
+    ("0.2.1", ans(9), 0.3, "ans-"),
+    ("0.2.2", ans(6), -1.0, "ans-"),
+])
+
+
+def test_continuation_mean_q_follows_the_best_and_the_worst_child():
+    good, bad = X.answers_below(LATE)
+    node = {n.tag: i for i, n in enumerate(LATE.nodes)}
+    # Positive: 0.1 -> 0.1.1 (the one child with a correct answer below,
+    # though 0.1.2 has the higher Q) -> its answer.
+    assert X.continuation_mean_q(LATE, node["0.1"], good, True) == pytest.approx((0.2 - 0.9 + 0.1) / 3)
+    # Negative: 0.2 -> 0.2.1 (lowest Q of the children with a wrong answer
+    # below) -> its answer; the descent stops at the leaf.
+    assert X.continuation_mean_q(LATE, node["0.2"], bad, False) == pytest.approx((0.1 + 0.6 + 0.3) / 3)
+    # Best-first from the negative picks 0.2.2 instead.
+    assert X.continuation_mean_q(LATE, node["0.2"], bad, True) == pytest.approx((0.1 + 0.7 - 1.0) / 3)
+    # A leaf is its own path.
+    assert X.continuation_mean_q(LATE, node["0.1.1.1"], good, True) == pytest.approx(0.1)
+
+
+def test_continuation_q_drops_a_pair_the_step_q_alone_keeps():
+    ex = X.extract_records([record([LATE])], cfg().mcts, SEP)
+    root = [r for r in ex.ppm if r["kind"] == "step" and r["group"] == "p/0/0"]
+    assert root == []  # Q .2 > .1, but continuation means -.2 <= .333
+    drops = [(d["tag"], d["reason"]) for d in ex.dropped if d.get("pair") == "step"]
+    assert ("0", X.CONTINUATION_Q) in drops
+    off = X.extract_records([record([LATE])], cfg(ppm_continuation_q=False).mcts, SEP)
+    root = [r for r in off.ppm if r["kind"] == "step" and r["group"] == "p/0/0"]
+    assert [(r["pos_tag"], r["neg_tag"]) for r in root] == [("0.1", "0.2")]
+    assert "cont_q_pos" not in root[0]
+    # Node 0.1 (pos 0.1.1 Q -.9 vs neg 0.1.2 Q .9) fails on the step Q first,
+    # under either setting.
+    for e in (ex, off):
+        assert ("0.1", X.Q_NOT_GREATER) in [(d["tag"], d["reason"]) for d in e.dropped
+                                            if d.get("pair") == "step"]
+
+
+def test_step_pairs_record_their_continuation_means():
+    ex = X.extract_records([record([MAIN])], cfg().mcts, SEP)
+    deep = [r for r in ex.ppm if r["group"] == "p/0/0.2"][0]
+    assert deep["cont_q_pos"] == pytest.approx((0.5 + 1.0) / 2)
+    assert deep["cont_q_neg"] == pytest.approx((-0.5 - 1.0) / 2)
 
 
 def test_extract_to_dir_writes_files_and_summary(tmp_path):

@@ -65,7 +65,7 @@ def test_malformed_records_are_counted_and_skipped(tok, tmp_path, caplog):
         good, "{not json", json.dumps([1, 2]), {"query": "", "response": "x"},
         {"query": "q"}, {"query": "q", "response": "y" * 200},
     ])
-    exs, skipped = load_examples(str(path), tok, kind="lm", seq_len=128)
+    exs, skipped = load_examples(str(path), tok, kind="lm", seq_len=128, overlong="skip")
     assert len(exs) == 1
     assert skipped == {"bad JSON": 1, "not a JSON object": 1, "missing or empty 'query'": 1,
                        "missing or empty 'response'": 1, "longer than seq_len": 1}
@@ -81,6 +81,34 @@ def test_malformed_records_are_counted_and_skipped(tok, tmp_path, caplog):
     assert [p.weight for p in got] == [0.5]
     assert skipped == {"pos_count/neg_count must be positive integers": 2,
                        "missing or empty 'pos'": 1}
+
+
+def test_overlong_records_are_truncated_on_the_right_by_default(tok, tmp_path, caplog):
+    """The reference's tokenizers truncate: an SFT record keeps its prompt and
+    the start of its response (no EOS), a pair both sequences' first
+    seq_len tokens; `overlong=skip` drops them instead."""
+    sft = {"query": "1+1?", "response": "y" * 200}
+    path = write_jsonl(tmp_path / "sft.jsonl", [sft, {"query": "q" * 300, "response": "z"}])
+    (ex,), skipped = load_examples(str(path), tok, kind="lm", seq_len=128)
+    assert skipped == {"prompt longer than seq_len": 1}
+    assert "1 records longer than seq_len 128 truncated" in caplog.text
+    n_prompt = len(tok(policy_prompt(sft["query"], "", sep="\n\n"),
+                       add_special_tokens=False)["input_ids"])
+    assert ex.length == 128 and ex.weights.sum() == 128 - (n_prompt - 1)
+    assert tok.decode(ex.targets[ex.weights == 1]) == "y" * (129 - n_prompt)
+    assert tok.eos_token_id not in ex.targets
+    with pytest.raises(NoUsableRecords, match="'longer than seq_len': 2"):
+        load_examples(str(path), tok, kind="lm", seq_len=128, overlong="skip")
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "p" * 30, "pos": "a" * 50, "neg": "b" * 10, "pos_count": 1, "neg_count": 1}])
+    (pair,), skipped = load_examples(str(pairs), tok, kind="ppm", seq_len=64)
+    assert skipped == {}
+    assert tok.decode(pair.pos) == "p" * 30 + "a" * 34 and tok.decode(pair.neg) == "p" * 30 + "b" * 10
+    with pytest.raises(NoUsableRecords, match="longer than seq_len"):
+        load_examples(str(pairs), tok, kind="ppm", seq_len=64, overlong="skip")
+    with pytest.raises(ValueError, match="overlong"):
+        load_examples(str(pairs), tok, kind="ppm", seq_len=64, overlong="cut")
 
 
 def test_file_with_no_usable_record_is_an_error(tok, tmp_path):

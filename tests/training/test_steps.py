@@ -38,9 +38,55 @@ def test_bradley_terry_loss_and_accuracy_by_hand():
     l1, l2, l3 = math.log1p(math.exp(-0.4)), math.log1p(math.exp(0.5)), math.log1p(math.exp(-0.9))
     assert (l1, l2, l3) == pytest.approx((0.513015, 0.974077, 0.341154), abs=1e-6)
     m = steps.metrics_from_stats({k: float(v) for k, v in dict(s, num=num).items()})
+    # The reference's normalisation (the default): over the batch's 3 pairs.
+    assert m["loss"] == pytest.approx((0.25 * l1 + 0.5 * l2 + l3) / 3, rel=1e-6)
+    assert m["loss"] == pytest.approx(0.318816, abs=1e-6)  # 0.956447 / 3
+    assert m["pair_accuracy"] == pytest.approx(2 / 3)
+    # `weights`: over the summed weights.
+    num, s = steps.bt_terms(scores, weights, "weights")
+    m = steps.metrics_from_stats({k: float(v) for k, v in dict(s, num=num).items()})
     assert m["loss"] == pytest.approx((0.25 * l1 + 0.5 * l2 + l3) / 1.75, rel=1e-6)
     assert m["loss"] == pytest.approx(0.546541, abs=1e-6)  # 0.956447 / 1.75
-    assert m["pair_accuracy"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="normalisation"):
+        steps.bt_terms(scores, weights, "tokens")
+
+
+def test_ppm_loss_norm_reaches_the_loss_from_the_config():
+    class Fake:
+        def __call__(self, tokens, lengths):
+            return jnp.array([1.0, 0.0, 0.0, 1.0])  # pairs (pos, neg): margins 1, -1
+
+    batch = {"tokens": jnp.zeros((2, 2, 3), jnp.int32), "lengths": jnp.ones((2, 2), jnp.int32),
+             "weights": jnp.array([0.25, 0.25])}
+    ppm = load_config(TINY, ["ppm.train_on_raw=true"]).ppm
+    assert load_config(TINY).train.ppm_loss_norm == "pairs"
+    _, s = steps.ppm_loss_fn(ppm, "bt", load_config(TINY).train.ppm_loss_norm)(Fake(), batch)
+    assert float(s["denom"]) == 2.0
+    _, s = steps.ppm_loss_fn(ppm, "bt", "weights")(Fake(), batch)
+    assert float(s["denom"]) == 0.5
+
+
+def test_adamw_betas_are_the_references_by_default():
+    """transformers' AdamW defaults (b1 0.9, b2 0.999, eps 1e-8) in both
+    stages; the PPM stage without weight decay, as the reference's RM script."""
+    cfg = load_config(TINY)
+    for opt in (cfg.train.sft, cfg.train.ppm):
+        assert (opt.b1, opt.b2) == (0.9, 0.999)
+    assert cfg.train.ppm.weight_decay == 0.0
+    opt = OptimConfig(learning_rate=1e-3, schedule="constant", grad_clip=0.0, weight_decay=0.0)
+    tx = steps.optimizer(opt, 10)
+    p = {"w": jnp.zeros(1)}
+    state = tx.init(p)
+    _, state = tx.update({"w": jnp.array([1.0])}, state, p)
+    upd, _ = tx.update({"w": jnp.array([3.0])}, state, p)
+    # Adam by hand, second step: m = .9 * .1 + .1 * 3, v = b2 * (1 - b2) + (1 - b2) * 9.
+    b2 = 0.999
+    m_hat = (0.9 * 0.1 + 0.1 * 3.0) / (1 - 0.9 ** 2)
+    v_hat = (b2 * (1 - b2) + (1 - b2) * 9.0) / (1 - b2 ** 2)
+    # rtol: optax's float32 bias correction (see the test above) moves the
+    # step by ~7e-6 relative; b2 0.95 would move it by 1%.
+    np.testing.assert_allclose(upd["w"], [-1e-3 * m_hat / (math.sqrt(v_hat) + 1e-8)], rtol=1e-4)
+    assert abs(float(upd["w"][0]) + 1e-3 * 0.9087) > 5e-6  # what b2 = 0.95 gives
 
 
 def test_pqm_is_weighted_mse_on_q():
@@ -174,7 +220,11 @@ def test_flop_count_matches_hand_count():
 
 
 def test_optimizer_schedule_decays_linearly_and_clips():
-    opt = OptimConfig(learning_rate=1e-3, warmup_steps=2, grad_clip=1.0, weight_decay=0.0)
+    # b2 0.95: optax's bias correction 1 - b2 ** t runs in float32, where
+    # 1 - 0.999 is off by 1.3e-5 relative (sqrt: 6.6e-6 on the step), which
+    # the first step's sign(g) check below would see; 1 - 0.95 is off by 2e-7.
+    opt = OptimConfig(learning_rate=1e-3, warmup_steps=2, grad_clip=1.0, weight_decay=0.0,
+                      b2=0.95)
     sched = steps.schedule(opt, 10)
     assert [float(sched(i)) for i in (0, 1, 2, 6, 10)] == pytest.approx(
         [0.0, 5e-4, 1e-3, 5e-4, 0.0])
@@ -183,6 +233,22 @@ def test_optimizer_schedule_decays_linearly_and_clips():
     upd, _ = tx.update({"w": jnp.array([30.0, 40.0, 0.0])}, tx.init(p), p)
     # first Adam step: clipped g / |g| -> lr * sign(g) with lr(0) = 1e-3
     np.testing.assert_allclose(upd["w"], [-1e-3, -1e-3, 0.0], atol=1e-9)
+
+
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_weight_decay_skips_biases_as_the_reference(decay_biases):
+    opt = OptimConfig(learning_rate=0.1, schedule="constant", grad_clip=0.0, weight_decay=0.5)
+    tx = steps.optimizer(opt, 10, decay_biases=decay_biases)
+    p = {"layer": {"kernel": jnp.ones(2), "q_bias": jnp.ones(2), "scale": jnp.ones(2)},
+         "value_bias": jnp.ones(())}
+    zero = jax.tree.map(jnp.zeros_like, p)
+    upd, _ = tx.update(zero, tx.init(p), p)  # no gradient: the decay alone moves
+    decayed = -0.1 * 0.5
+    assert float(upd["layer"]["kernel"][0]) == pytest.approx(decayed)
+    assert float(upd["layer"]["scale"][0]) == pytest.approx(decayed)  # norm scales decay
+    bias = decayed if decay_biases else 0.0
+    assert float(upd["layer"]["q_bias"][0]) == pytest.approx(bias)
+    assert float(upd["value_bias"]) == pytest.approx(bias)
 
 
 def test_bfloat16_compute_tracks_float32():
