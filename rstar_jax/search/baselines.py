@@ -50,9 +50,9 @@ def _expander(cfg, engine, executor, scorer, hooks, timers, *, init: bool) -> Ex
         # A node deeper than max_depth that does not answer is a "too many
         # steps" terminal, so max_depth = calls - 1 ends the path after the
         # last call whatever it wrote.
-        m = dataclasses.replace(m, errors_threshold=m.greedy_errors_threshold,
+        m = dataclasses.replace(m, errors_threshold=cfg.mcts.greedy_errors_threshold,
                                 max_depth=WHOLE_SOLUTION_CALLS - 1,
-                                max_new_tokens_per_step=m.greedy_max_new_tokens)
+                                max_new_tokens_per_step=cfg.mcts.greedy_max_new_tokens)
         stops = WHOLE_SOLUTION_STOPS
     return Expander(m, engine, executor, scorer, hooks, assistant_sep=cfg.data.assistant_sep,
                     timers=timers, prompt_fn=make_prompt_fn(cfg), stops=stops)
