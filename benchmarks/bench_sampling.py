@@ -12,7 +12,8 @@ thousands of tokens, far past the candidates) with top_k=50, top_p=0.95:
   sample      the whole `sample` call with the flat logits (the search path).
 Each is jitted, compiled outside the timing, best of `--reps` wall times.
 `search` is checked equal to `sorted`, bit for bit. Prints one line per
-batch with the ratios; the last line is one JSON object (also `--out`).
+batch with the ratios; the last line is one JSON object (`--out` is
+rewritten after every batch).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ def main(argv=None) -> dict:
     search_fn = jax.jit(S._search_thresholds)
     cand_fn = jax.jit(lambda x, k, p: S._candidate_thresholds(x, k, p)[0])
     sample_fn = jax.jit(S.sample)
+    out = args.out or (os.path.join(os.environ["OUT"], "bench_sampling.json") if os.environ.get("OUT") else None)
+
+    def dump():  # after every batch: a run cut short keeps what it measured
+        if out:
+            with open(out + ".tmp", "w") as f:
+                json.dump(report, f, indent=1)
+            os.replace(out + ".tmp", out)
+
     for b in [int(t) for t in args.batches.split(",")]:
         flat = jnp.asarray(rng.randn(b, args.vocab).astype(np.float32))
         peaked = flat * 8.0
@@ -78,14 +87,11 @@ def main(argv=None) -> dict:
         row["sorted_over_search"] = row["sorted_s"] / row["search_s"]
         row["search_over_candidates"] = row["search_s"] / row["candidates_s"]
         report["batches"][str(b)] = row
+        dump()
         print(f"batch {b:4d}: sorted {row['sorted_s'] * 1e3:9.1f} ms  search {row['search_s'] * 1e3:8.1f} ms"
               f"  candidates {row['candidates_s'] * 1e3:7.1f} ms  sample {row['sample_s'] * 1e3:8.1f} ms"
               f"  sorted/search {row['sorted_over_search']:6.1f}x  search/candidates"
               f" {row['search_over_candidates']:5.1f}x", flush=True)
-    out = args.out or (os.path.join(os.environ["OUT"], "bench_sampling.json") if os.environ.get("OUT") else None)
-    if out:
-        with open(out, "w") as f:
-            json.dump(report, f, indent=1)
     print(json.dumps(report))
     return report
 

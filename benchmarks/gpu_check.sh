@@ -21,7 +21,8 @@
 #      1 / 64 / 256: tokens_per_s, decode_tokens_per_s, e2e_over_decode,
 #      decode_roofline_share (against the matmul peak and HBM read measured in
 #      the run), init_s, warmup_s and warmup_report (incl. decode_attention:
-#      the path the engine took), transformers on the same GPU, batched prefill.
+#      the path the engine took), transformers on the same GPU at batch 256
+#      (the other batches' ~30 s go to the kernel A/B), batched prefill.
 #   5. decode_parts_b256.json, decode_parts_b64.json: the kernel A/B
 #      (ab_decode_parts.py): one layer's decode attention per path
 #      (decode_attention_paths: what ran; failed: what could not), fused vs
@@ -61,12 +62,12 @@ die() { echo "gpu_check: $*" | tee -a "$SUMMARY" >&2; exit 1; }
 if [ "$DRY" = 1 ]; then
   export JAX_PLATFORMS=cpu
   CACHE=$(mktemp -d /tmp/rstar_gpu_check_dry.XXXXXX)
-  MODEL=configs/models/tiny.yaml DTYPE=float32 B=2 BIG=2 SMALL=1 VOCAB=4096 SAMPLE_B=1,2
+  MODEL=configs/models/tiny.yaml DTYPE=float32 B=2 HF_B=2 BIG=2 SMALL=1 VOCAB=4096 SAMPLE_B=1,2
   ENGINE=(--prompt 16 --new 8 --steps-per-call 4 --prefill-chunk 16 --prefill-tokens 64 --prefill-rows 1,2)
   PARTS=(--cache 64 --positions 16,48 --reps 2)
 else
   CACHE=/tmp/rstar_gpu_check_cache
-  MODEL=configs/models/qwen2.5-math-1.5b.yaml DTYPE=bfloat16 B=1,64,256 BIG=256 SMALL=64 VOCAB=152064 SAMPLE_B=1,64,256
+  MODEL=configs/models/qwen2.5-math-1.5b.yaml DTYPE=bfloat16 B=1,64,256 HF_B=256 BIG=256 SMALL=64 VOCAB=152064 SAMPLE_B=1,64,256
   ENGINE=(--prompt 256 --new 128 --steps-per-call 8 --prefill-chunk 256 --prefill-tokens 8192 --prefill-rows 1,4,16)
   PARTS=(--cache 512 --positions 256,384 --reps 10)
 fi
@@ -107,7 +108,7 @@ say "imports: ok"
 
 # 3. the card and versions
 {
-  nvidia-smi -L 2>&1 || echo "no nvidia-smi"
+  if command -v nvidia-smi > /dev/null; then nvidia-smi -L 2>&1; else echo "no nvidia-smi"; fi
   $PY -c "import jax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__, jax.devices())" 2>&1
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)" 2>&1
 } | tee -a "$SUMMARY"
@@ -141,8 +142,8 @@ if kind == "engine":
     print(f"  attention path (engine, per batch): {json.dumps(paths)}")
     for key in ("tokens_per_s", "decode_tokens_per_s", "e2e_over_decode", "decode_roofline_share", "warmup_s"):
         print(f"  {key}: {r(d.get(key, '-'))}")
-    print(f"  init_s: {d.get('init_s', '-')}; machine: {d.get('machine', '-')}; "
-          f"batched_prefill_speedup: {d.get('batched_prefill_speedup', '-')}")
+    print(f"  init_s: {r({'': d.get('init_s', 0.0)})['']}; machine: {r(d.get('machine', {}))}; "
+          f"batched_prefill_speedup: {r({'': d.get('batched_prefill_speedup', 0.0)})['']}")
 elif kind == "parts":
     print(f"  attention paths run: {json.dumps(d.get('decode_attention_paths'))}; failed: {json.dumps(d.get('failed'))}")
     for name, row in d.get("groups", {}).get("attention", {}).items():
@@ -155,8 +156,8 @@ EOF
 }
 
 # 4. the engine
-stage bench_engine 150 $PY benchmarks/bench_engine.py --model "$MODEL" --dtype "$DTYPE" "${ENGINE[@]}" \
-  --batches "$B" --hf-batches "$B" --cache-dir "$CACHE" --out "$OUT/bench_engine.json"
+stage bench_engine 140 $PY benchmarks/bench_engine.py --model "$MODEL" --dtype "$DTYPE" "${ENGINE[@]}" \
+  --batches "$B" --hf-batches "$HF_B" --cache-dir "$CACHE" --out "$OUT/bench_engine.json"
 report "$OUT/bench_engine.json" engine
 # 5. the kernel A/B
 for b in "$BIG" "$SMALL"; do
