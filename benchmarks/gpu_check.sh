@@ -86,7 +86,10 @@ elif [ "$DRY" = 1 ]; then
   say "wheels: dry run, ${#WHEELS[@]} in .whl/ not installed"
 else
   say "wheels: installing ${#WHEELS[@]} into $($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  $PY -m pip install --no-index --no-deps --no-compile --quiet --disable-pip-version-check "${WHEELS[@]}" \
+  # The image's python3 is a venv; the variable only matters (and is only read) where
+  # a system Python is marked externally managed.
+  PIP_BREAK_SYSTEM_PACKAGES=1 $PY -m pip install --no-index --no-deps --no-compile --quiet \
+    --disable-pip-version-check "${WHEELS[@]}" \
     >> "$LOG" 2>&1 || die "pip install of .whl/*.whl failed: $(grep -m1 -E 'ERROR|Error' "$LOG" | cut -c1-200) (see run.log)"
 fi
 
@@ -136,14 +139,15 @@ try:
     d = json.load(open(path))
 except Exception as e:  # noqa: BLE001
     print(f"  {path.rsplit('/', 1)[-1]}: no figures ({type(e).__name__})"); sys.exit(0)
-r = lambda x: {k: round(v, 3) for k, v in x.items()} if isinstance(x, dict) else x  # noqa: E731
+f = lambda v: round(v, 3) if isinstance(v, float) else v  # noqa: E731
+r = lambda x: {k: f(v) for k, v in x.items()} if isinstance(x, dict) else f(x)  # noqa: E731
 if kind == "engine":
     paths = {b: w.get("decode_attention", "not reported") for b, w in d.get("warmup_report", {}).items()}
     print(f"  attention path (engine, per batch): {json.dumps(paths)}")
     for key in ("tokens_per_s", "decode_tokens_per_s", "e2e_over_decode", "decode_roofline_share", "warmup_s"):
         print(f"  {key}: {r(d.get(key, '-'))}")
-    print(f"  init_s: {r({'': d.get('init_s', 0.0)})['']}; machine: {r(d.get('machine', {}))}; "
-          f"batched_prefill_speedup: {r({'': d.get('batched_prefill_speedup', 0.0)})['']}")
+    print(f"  init_s: {r(d.get('init_s', '-'))}; machine: {r(d.get('machine', '-'))}; "
+          f"batched_prefill_speedup: {r(d.get('batched_prefill_speedup', '-'))}")
 elif kind == "parts":
     print(f"  attention paths run: {json.dumps(d.get('decode_attention_paths'))}; failed: {json.dumps(d.get('failed'))}")
     for name, row in d.get("groups", {}).get("attention", {}).items():
