@@ -99,7 +99,8 @@ import importlib, sys
 # What the image lacks first (fails fast), then what it has, then ours.
 for name in ("omegaconf", "math_verify", "latex2sympy2_extended", "antlr4", "grain", "tensorflow_datasets",
              "array_record", "jax", "flax", "optax", "orbax.checkpoint", "transformers", "tokenizers", "torch",
-             "rstar_jax.inference", "rstar_jax.models", "rstar_jax.execution.grading", "rstar_jax.data"):
+             "rstar_jax.inference", "rstar_jax.models", "rstar_jax.execution.grading", "rstar_jax.training.pipeline",
+             "rstar_jax.data.benchmarks", "rstar_jax.data.tfds_builders.rstar_benchmark"):
     try:
         importlib.import_module(name)
     except Exception as e:  # noqa: BLE001 - the one line says which and why
