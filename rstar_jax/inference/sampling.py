@@ -88,6 +88,10 @@ def argmax(x: Array) -> Array:
 def _thresholds_sorted(scaled: Array, top_k: Array, top_p: Array) -> Array:
     """Each row's top-k / nucleus (top-p) threshold on `scaled` `[N, V]` -> `[N]`.
 
+    The definition, by a full sort: `sample` never calls it (see
+    `thresholds`); the tests and `benchmarks/bench_sampling.py` hold the fast
+    paths to it.
+
     The kept set is every logit at or above the larger of the two thresholds
     (ties at the threshold kept). One descending sort serves both filters.
     `top_k <= 0` and `top_p >= 1` disable a filter for that row (-inf).
