@@ -20,7 +20,8 @@ faster than the baseline).
 * gate/up projection + down, all layers: two matmuls (baseline) vs one over
   `[D, 2, F]`.
 
-The last line is one JSON object.
+The last line is one JSON object; `--out` is rewritten after compiling
+(paths that ran or failed) and after every repetition.
 """
 
 from __future__ import annotations
@@ -132,30 +133,42 @@ def main(argv=None) -> None:
             diffs[f"{g}/{name}"] = float(np.abs(o - base).max() / (np.abs(base).max() + 1e-30))
     cpu = {k: 0.0 for k in jitted}
     wall = {k: [] for k in jitted}
-    for _ in range(args.reps):
+    out = {"backend": jax.default_backend(), "batch": b, "cache": s, "positions": [lo, hi],
+           "dtype": args.dtype, "reps": 0, "load_avg": os.getloadavg()[0], "groups": {},
+           "failed": failed, "max_rel_diff_vs_baseline": diffs, "decode_attention_paths": da.paths_used()}
+
+    def tally(reps, say=False):
+        """The figures after `reps` repetitions into `out` (and `--out`)."""
+        out["reps"] = reps
+        for g, cases in groups.items():
+            names = list(cases)
+            rows = {}
+            for name in names:
+                c_ms, w_ms = cpu[(g, name)] / reps * 1e3, statistics.median(wall[(g, name)]) * 1e3
+                c0, w0 = cpu[(g, names[0])] / reps * 1e3, statistics.median(wall[(g, names[0])]) * 1e3
+                rows[name] = dict(cpu_ms=round(c_ms, 3), wall_ms=round(w_ms, 3),
+                                  speedup_cpu=round(c0 / c_ms, 3), speedup_wall=round(w0 / w_ms, 3))
+                if say:
+                    print(f"{g:15s} {name:13s} {c_ms:9.3f} ms CPU  {w_ms:9.3f} ms wall   "
+                          f"x{c0 / c_ms:5.2f} (CPU)  x{w0 / w_ms:5.2f} (wall) vs {names[0]}  "
+                          f"(max rel diff {diffs[f'{g}/{name}']:.1e})", flush=True)
+            out["groups"][g] = rows
+        dump()
+
+    def dump():  # written as soon as there is a figure: a run cut short keeps what it measured
+        if args.out:
+            with open(args.out + ".tmp", "w") as fh:
+                json.dump(out, fh, indent=1)
+            os.replace(args.out + ".tmp", args.out)
+
+    dump()  # which paths compiled and which failed, before any timing
+    for rep in range(args.reps):
         for k, (jf, fa) in jitted.items():
             t, c = time.perf_counter(), time.process_time()
             jax.block_until_ready(jf(*fa))
             cpu[k] += time.process_time() - c
             wall[k].append(time.perf_counter() - t)
-    out = {"backend": jax.default_backend(), "batch": b, "cache": s, "positions": [lo, hi],
-           "dtype": args.dtype, "reps": args.reps, "load_avg": os.getloadavg()[0], "groups": {},
-           "failed": failed, "max_rel_diff_vs_baseline": diffs, "decode_attention_paths": da.paths_used()}
-    for g, cases in groups.items():
-        names = list(cases)
-        rows = {}
-        for name in names:
-            c_ms, w_ms = cpu[(g, name)] / args.reps * 1e3, statistics.median(wall[(g, name)]) * 1e3
-            c0, w0 = cpu[(g, names[0])] / args.reps * 1e3, statistics.median(wall[(g, names[0])]) * 1e3
-            rows[name] = dict(cpu_ms=round(c_ms, 3), wall_ms=round(w_ms, 3),
-                              speedup_cpu=round(c0 / c_ms, 3), speedup_wall=round(w0 / w_ms, 3))
-            print(f"{g:15s} {name:13s} {c_ms:9.3f} ms CPU  {w_ms:9.3f} ms wall   "
-                  f"x{c0 / c_ms:5.2f} (CPU)  x{w0 / w_ms:5.2f} (wall) vs {names[0]}  "
-                  f"(max rel diff {diffs[f'{g}/{name}']:.1e})", flush=True)
-        out["groups"][g] = rows
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(out, fh, indent=1)
+        tally(rep + 1, say=rep + 1 == args.reps)
     print(json.dumps(out))
 
 

@@ -10,8 +10,10 @@ used to cost as much as a third of the model (issue 4, measured at batch 64):
     reduction does not vectorise: 14 ms vs well under 1 ms at [64, 49152]);
   * a draw is one uniform per row and an inverse-CDF search over block sums
     (a Gumbel-max draw needs V random numbers per row: ~35 ms);
-  * top-k / top-p thresholds come from `lax.top_k` candidates (5 ms) and fall
-    back to a full sort (500 ms) only when a row's set does not fit in them.
+  * top-k / top-p thresholds come from `lax.top_k` candidates (5 ms); a row
+    whose set does not fit in them is searched by bisection over the logits'
+    order keys (`_search_thresholds`), not a full-vocabulary sort (issue 24:
+    at [64, 152064] on a CPU 3.2 s sorted, ~0.2-0.5 s searched).
 
 Shapes: N slots, V vocabulary.
 """
@@ -25,6 +27,7 @@ Array = jax.Array
 _NEG = -1e30
 CANDIDATES = 64  # top-k / nucleus sets up to this size need no sort
 _BLOCK = 256  # inverse-CDF search: block sums, then one block
+_CPU_ROWS = 8  # threshold search on XLA:CPU: rows at a time (their logits stay in cache)
 
 
 def slot_keys(seed: Array, candidate: Array, step: Array) -> Array:
@@ -85,6 +88,10 @@ def argmax(x: Array) -> Array:
 def _thresholds_sorted(scaled: Array, top_k: Array, top_p: Array) -> Array:
     """Each row's top-k / nucleus (top-p) threshold on `scaled` `[N, V]` -> `[N]`.
 
+    The definition, by a full sort: `sample` never calls it (see
+    `thresholds`); the tests and `benchmarks/bench_sampling.py` hold the fast
+    paths to it.
+
     The kept set is every logit at or above the larger of the two thresholds
     (ties at the threshold kept). One descending sort serves both filters.
     `top_k <= 0` and `top_p >= 1` disable a filter for that row (-inf).
@@ -125,11 +132,89 @@ def _candidate_thresholds(scaled: Array, top_k: Array, top_p: Array):
     return jnp.maximum(thresh_k, thresh_p), exact
 
 
+def _order_key(x: Array) -> Array:
+    """float32 -> uint32 whose unsigned order is the floats' order (NaN aside):
+    a non-negative float gets its sign bit set, a negative one all bits flipped."""
+    b = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    return jnp.where((b >> 31) == 1, ~b, b | jnp.uint32(0x80000000))
+
+
+def _from_key(u: Array) -> Array:
+    """The inverse of `_order_key`."""
+    b = jnp.where((u >> 31) == 1, u & jnp.uint32(0x7FFFFFFF), ~u)
+    return jax.lax.bitcast_convert_type(b, jnp.float32)
+
+
+def _bisect(ok, lo: Array, hi: Array) -> Array:
+    """The largest uint32 key `t` in `[lo, hi]` (per row) with `ok(t)`, for a
+    predicate `ok(keys [N]) -> [N] bool` that holds at `lo` and, once false,
+    stays false as `t` grows. At most 32 rounds; a row with lo == hi is done."""
+
+    def body(state):
+        lo, hi = state
+        d = hi - lo
+        mid = lo + (d >> 1) + (d & 1)  # upper middle, never leaving uint32
+        good = ok(mid)
+        return jnp.where(good, mid, lo), jnp.where(good, hi, mid - 1)
+
+    lo, _ = jax.lax.while_loop(lambda s: jnp.any(s[0] < s[1]), body, (lo, hi))
+    return lo
+
+
+def _search_rows(x: Array, top_k: Array, top_p: Array) -> Array:
+    """`_search_thresholds` on a block of rows, every row at once."""
+    v = x.shape[-1]
+    top = jnp.max(x, axis=-1)
+    lo, hi = _order_key(jnp.min(x, axis=-1)), _order_key(top)  # both answers lie in [lo, hi]
+    k = jnp.minimum(top_k, v)
+    kth = _bisect(lambda t: jnp.sum(x >= _from_key(t)[:, None], axis=-1, dtype=jnp.int32) >= k,
+                  lo, jnp.where(top_k > 0, hi, lo))
+    w = jnp.exp(x - top[:, None])  # softmax numerators
+    need = top_p * jnp.sum(w, axis=-1)  # the nucleus' numerators must reach this
+    nucleus = _bisect(lambda t: jnp.sum(jnp.where(x >= _from_key(t)[:, None], w, 0.0), axis=-1) >= need,
+                      lo, jnp.where(top_p < 1.0, hi, lo))
+    thresh_k = jnp.where(top_k > 0, _from_key(kth), -jnp.inf)
+    thresh_p = jnp.where(top_p < 1.0, _from_key(nucleus), -jnp.inf)
+    return jnp.maximum(thresh_k, thresh_p)
+
+
+def _search_thresholds(scaled: Array, top_k: Array, top_p: Array, rows: int | None = None) -> Array:
+    """`_thresholds_sorted` by bisection instead of a sort (any set size).
+
+    The top-k threshold is the largest value `t` with `count(x >= t) >= k`
+    (the k-th largest, ties included); the nucleus threshold the largest `t`
+    with `mass(x >= t) >= p`. Both counts fall as `t` grows and both maxima
+    are logits themselves, so a bisection over the order-preserving uint32
+    image of float32 (`_order_key`) finds them exactly in at most 32 passes
+    over the row, each a compare and a sum that XLA fuses (the vLLM and
+    sglang-jax samplers avoid the full-vocabulary sort the same way). A
+    filter that no row uses costs no pass.
+
+    `rows`: rows searched at a time, one block after another. On XLA:CPU
+    blocks of `_CPU_ROWS` keep their logits in cache across the passes (2-3x
+    faster than all rows at once at [64..256, 152064]); elsewhere all rows
+    go together (default).
+    """
+    n, v = scaled.shape
+    x = scaled.astype(jnp.float32)
+    if rows is None:
+        rows = _CPU_ROWS if jax.default_backend() == "cpu" else n
+    if rows >= n:
+        return _search_rows(x, top_k, top_p).astype(scaled.dtype)
+    pad = -n % rows  # padded rows use no filter: converged from the start
+    blocks = (jnp.pad(x, ((0, pad), (0, 0))).reshape(-1, rows, v),
+              jnp.pad(top_k, (0, pad)).reshape(-1, rows),
+              jnp.pad(top_p, (0, pad), constant_values=1.0).reshape(-1, rows))
+    out = jax.lax.map(lambda b: _search_rows(*b), blocks).reshape(-1)
+    return out[:n].astype(scaled.dtype)
+
+
 def thresholds(scaled: Array, top_k: Array, top_p: Array) -> Array:
-    """`_thresholds_sorted`, without its sort when every row's set fits the candidates."""
+    """`_thresholds_sorted` without a sort: from the `CANDIDATES` largest
+    logits when every row's set fits them, else by `_search_thresholds`."""
     thresh, exact = _candidate_thresholds(scaled, top_k, top_p)
     return jax.lax.cond(jnp.all(exact), lambda x: thresh,
-                        lambda x: _thresholds_sorted(x, top_k, top_p), scaled)
+                        lambda x: _search_thresholds(x, top_k, top_p), scaled)
 
 
 def draw(scaled: Array, keys: Array, thresh: Array, uniforms: Array | None = None) -> Array:

@@ -136,3 +136,69 @@ def test_a_decode_calls_draws_are_the_per_token_keys_draws():
         one = np.asarray(key_uniforms(slot_keys(seed, cand, first + t)))
         np.testing.assert_array_equal(draws[t], one)
     assert len(set(draws.ravel().tolist())) == draws.size and ((draws >= 0) & (draws < 1)).all()
+
+
+def test_order_keys_sort_like_the_floats_and_invert():
+    from rstar_jax.inference.sampling import _from_key, _order_key
+
+    x = np.array([-np.inf, -3e38, -1.5, -1e-40, -0.0, 0.0, 1e-45, 1e-40, 2.0, 3e38, np.inf], np.float32)
+    keys = np.asarray(_order_key(jnp.asarray(x)))
+    assert np.all(np.diff(keys.astype(np.int64)) > 0)  # -0.0 sorts just below +0.0
+    back = np.asarray(_from_key(jnp.asarray(keys)))
+    np.testing.assert_array_equal(back.view(np.uint32), x.view(np.uint32))
+
+
+def _sorted_reference(logits, temperature, top_k, top_p, uniforms):
+    """`sample`'s tokens with the thresholds of a full sort (the definition)."""
+    from rstar_jax.inference.sampling import _thresholds_sorted, draw
+
+    greedy = temperature <= 0
+    scaled = logits / jnp.where(greedy, 1.0, temperature)[:, None]
+    thresh = _thresholds_sorted(scaled, top_k, top_p)
+    return np.where(np.asarray(greedy), np.argmax(np.asarray(logits), -1),
+                    np.asarray(draw(scaled, None, thresh, uniforms)))
+
+
+def test_search_thresholds_equal_the_sorted_ones_at_qwens_vocabulary():
+    """Bit-identical thresholds, hence tokens, to the sorted definition at
+    vocab 152064: ties, top_k=1, k past the vocabulary, top_p=1, tiny p,
+    sets far larger than the candidates, row blocks that do not divide N."""
+    from rstar_jax.inference.sampling import _search_thresholds, _thresholds_sorted
+
+    rng = np.random.RandomState(3)
+    v, n = 152064, 10
+    x = rng.randn(n, v).astype(np.float32) * np.array([0.05, 1, 3, 8, 1, 1, 0.5, 2, 1, 1], np.float32)[:, None]
+    x[4] = rng.randint(-4, 4, size=v)  # eight values, ~19k ties each
+    x[5, rng.rand(v) < 0.5] = -np.inf  # a masked half
+    x[8] = np.round(x[8], 1)  # ties among the top values too
+    top_k = np.array([0, 1, 50, 0, 30000, 7, 0, v + 9, 1000, 0], np.int32)
+    top_p = np.array([0.9, 1.0, 1.0, 1e-7, 1.0, 0.95, 0.999, 1.0, 0.3, 1.0], np.float32)
+    xs, ks, ps = jnp.asarray(x), jnp.asarray(top_k), jnp.asarray(top_p)
+    ref = np.asarray(jax.jit(_thresholds_sorted)(xs, ks, ps))
+    for rows in (None, 3, n):
+        got = np.asarray(jax.jit(_search_thresholds, static_argnums=3)(xs, ks, ps, rows))
+        np.testing.assert_array_equal(got[:9], ref[:9])
+        # Row 9 filters nothing: -inf here, the row minimum there; both keep every token.
+        assert np.isneginf(got[9]) and ref[9] == x[9].min()
+    kept = np.sum(x >= ref[:, None], -1)
+    assert kept[1] == 1 and kept[2] == 50 and kept[3] == 1 and kept[7] == v
+    assert kept[4] >= 30000 and kept[4] - np.sum(x[4] > ref[4]) > 1  # the tied level is kept whole
+
+
+def test_sample_draws_the_sorted_versions_tokens_for_the_same_uniforms():
+    from rstar_jax.inference.sampling import slot_uniforms
+
+    rng = np.random.RandomState(4)
+    v, n = 152064, 12
+    logits = rng.randn(n, v).astype(np.float32) * 2.0
+    logits[3] = np.round(logits[3])  # heavy ties
+    temperature = np.array([0.0, 0.5, 1.0, 2.0, 1.0, 0.7, 1.3, 1.0, 0.0, 1.0, 0.9, 1.0], np.float32)
+    top_k = np.array([0, 1, 0, 40, 0, 5000, 0, 64, 3, 100, 0, 0], np.int32)
+    top_p = np.array([1.0, 1.0, 0.9, 0.95, 1e-6, 1.0, 0.8, 1.0, 0.5, 0.99, 0.97, 1.0], np.float32)
+    args = [jnp.asarray(a) for a in (logits, temperature, top_k, top_p)]
+    for seed in range(3):
+        u = slot_uniforms(jnp.full((n,), seed, jnp.int32), jnp.arange(n, dtype=jnp.int32),
+                          jnp.zeros((n,), jnp.int32), 1)[0]
+        toks, _ = jax.jit(sample)(args[0], None, *args[1:], uniforms=u)
+        np.testing.assert_array_equal(np.asarray(toks), _sorted_reference(*args, u))
+    assert np.asarray(toks)[1] == np.argmax(logits[1])  # top_k=1 at temperature 0.5 is greedy
