@@ -1,18 +1,34 @@
 """The run report, rebuilt from the stage manifests: terminal table, report.md/json, PNGs.
 
 Per round (the paper's Tables 2, 3 and 6): the share of training problems
-solved by search, the policy's greedy accuracy and MCTS+PPM accuracy on the
-held-out test set, the PPM's pair accuracy, and PPM-selected answers vs
-majority vote vs greedy at equal trajectory counts. `report.json`:
+solved by search, the policy's greedy accuracy and MCTS+PPM accuracy on each
+evaluation set (the run's held-out `test` split and `eval.benchmarks`; the
+flat keys are the first set's), the PPM's pair accuracy on held-out pairs,
+and PPM-selected answers vs majority vote vs greedy at equal trajectory
+counts. Every comparison is a paired difference on the same problems with a
+seeded bootstrap interval (`COMPARISONS`), from the per-problem correctness
+each eval stage keeps. `report.json`:
 
   {"run_name": "demo",  (the config's `run_name`)
-   "base": {"greedy_acc": ...},
+   "base": {"greedy_acc": ..., "benchmarks": {"test": {"n": 80, "greedy_acc": ...}}},
    "rounds": [{"round": 1, "solved_share": ..., "greedy_acc": ..., "mcts_ppm_acc": ...,
                "ppm_pair_acc": ..., "majority_acc": ..., "ppm_selected_acc": ...,
                "trajectories": ...,
                "protocol": {"rollouts": ..., "candidates": ..., ...},
                "ppm_margins": {"best_of_n": {"1": {...}, ..., "all": {...}},
-                               "mcts_ppm": {...}}}, ...],
+                               "mcts_ppm": {...}},
+               "ppm_pairs": {"measured_on": "held_out_problems", "problems": ...,
+                             "pairs": ..., "heldout_share": 0.1},
+               "benchmarks": {"test": {"n": ..., "greedy_acc": ..., "mcts_ppm_acc": ...,
+                                       "ppm_selected_acc": ..., "majority_acc": ...}, ...},
+               "comparisons": {"test": {"greedy_vs_base": {"n": 80, "diff": 0.125,
+                                                           "ci": [0.05, 0.2],
+                                                           "excludes_zero": true},
+                                        "mcts_ppm_vs_greedy": {...},
+                                        "ppm_selected_vs_majority": {...}}, ...}}, ...],
+   "sets": ["test", ...],  (the evaluation sets, table column order)
+   "intervals": {"method": "paired bootstrap over problems", "level": 0.95,
+                 "samples": 1000, "seed": 0},
    "protocols": [{"rounds": [1, 2, 3, 4], "rollouts": ..., ...}],
    "wall_s": ...,
    "notes": ["round 1: search produced no preference pair; ...", ...]}
@@ -22,7 +38,8 @@ majority vote vs greedy at equal trajectory counts. `report.json`:
 it, so one entry means every round was measured the same way. `ppm_margins`
 says where the PPM fails, per test level (evaluation/report.py `ppm_margins`).
 
-Accuracies are fractions in [0, 1]; a value no stage produced is null.
+Accuracies and differences are fractions ([0, 1], [-1, 1]); a value no
+stage produced is null (no interval: `eval.bootstrap_samples: 0`).
 `notes` are the reasons stages logged for carrying a model over (a round
 whose search verified nothing keeps its policy; one without preference pairs
 keeps its PPM). Metrics are merged over a round's stages in plan order (search gives
