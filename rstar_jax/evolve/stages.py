@@ -328,11 +328,11 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
         methods = ROUND_METHODS
     by_set = _run_methods(ctx, cfg, names, given, methods)
     sets = {name: _set_metrics(res) for name, res in by_set.items()}
-    first = sets[next(iter(by_set))]
+    first_name = next(iter(by_set))  # canonical names: "aime" is "aime2024" here
+    first = sets[first_name]
     correctness = ctx.path("correctness.json")
     _write_correctness(ctx, cfg, list(by_set), methods, correctness)
-    counts = {"test": first["n"]} if ctx.round == 0 else {"test": first["n"],
-                                                          **{f"n_{k}": v["n"] for k, v in sets.items()}}
+    counts = {name: v["n"] for name, v in sets.items()}  # problems per set
     outputs = {"correctness": correctness}
     if ctx.round == 0:
         return {"outputs": outputs, "counts": counts,
@@ -342,7 +342,7 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
     metrics["trajectories"] = first.get("trajectories") or ctx.cfg.eval.k
     scored = ("best_of_n", "mcts_ppm")
     details = {"protocol": protocol(cfg), "benchmarks": sets,
-               "ppm_margins": {m: _margins(ctx, cfg, m, names[0]) for m in scored}}
+               "ppm_margins": {m: _margins(ctx, cfg, m, first_name) for m in scored}}
     return {"outputs": outputs, "counts": counts, "metrics": metrics, "details": details}
 
 
