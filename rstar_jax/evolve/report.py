@@ -314,9 +314,9 @@ def comparisons_markdown(report: Dict[str, Any]) -> List[str]:
              for rnd, name, label, c in rows if c["excludes_zero"]]
     return ["## Paired differences", "",
             f"Each comparison is the mean per-problem difference of two methods on the same "
-            f"problems (percentage points), with a {100 * iv.get('level', LEVEL):.0f}% "
-            f"{iv.get('method', 'paired bootstrap')} interval ({iv.get('samples')} resamples of "
-            f"the problems, seed {iv.get('seed')}); n: problems compared. A difference whose "
+            f"problems (percentage points), with a {100 * iv.get('level', LEVEL):.0f}% interval "
+            f"({iv.get('method', 'paired bootstrap')}: {iv.get('samples')} resamples, seed "
+            f"{iv.get('seed')}); n: problems compared. A difference whose "
             "interval holds zero is not told apart from noise at this n.", "",
             "| round | set | comparison | n | difference | 95% interval | excludes 0 |",
             "|" + "---|" * 7, *table, "",

@@ -301,3 +301,24 @@ def test_ppm_pair_accuracy_is_measured_on_held_out_problems(tmp_path, monkeypatc
     assert out0["details"]["ppm_pairs"]["measured_on"] == "training_window"
     with pytest.raises(ValueError, match="ppm_heldout"):
         load_config(None, ["evolve.ppm_heldout=1.0"])
+
+
+def test_heldout_accuracy_scores_pairs_with_the_real_scorer(tmp_path):
+    """`_heldout_accuracy` through `load_ppm_scorer` on a fresh tiny PPM
+    (the world's tokenizer): the share it returns is the share of pairs
+    whose chosen text the same scorer puts above the rejected one."""
+    from rstar_jax.evolve.stages import _heldout_accuracy
+    from rstar_jax.inference import load_ppm_scorer
+
+    ctx = _ctx(tmp_path, "world")
+    world(ctx)
+    cfg = load_config(None, ["model.vocab_size=320", f"model.tokenizer_dir={ctx.path('tokenizer')}",
+                             "engine.max_seq_len=128", "engine.score_buckets=[64,128]"])
+    recs = [{"prompt": f"Q{i}: 3 + {i} = ?\n", "pos": f"x = {3 + i}", "neg": f"x = {i * 7 % 5}",
+             "id": f"p{i}"} for i in range(6)]
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    acc, pairs = _heldout_accuracy(cfg, str(held))
+    scores = load_ppm_scorer(cfg).score([r["prompt"] + r[s] for r in recs for s in ("pos", "neg")])
+    assert pairs == 6
+    assert acc == sum(float(scores[2 * i]) > float(scores[2 * i + 1]) for i in range(6)) / 6
