@@ -65,7 +65,14 @@ def test_reduced_embedded_run(tmp_path):
         for c in r["comparisons"]["test"].values():
             assert c["n"] == 8 and c["ci"][0] <= c["diff"] <= c["ci"][1]
         if r["ppm_pair_acc"] is not None:
-            assert r["ppm_pairs"]["measured_on"] in ("held_out_problems", "training_window")
+            # Pairs of >= 2 problems: 10% of them (at least one) held out of PPM training.
+            pairs = (run / f"round_{r['round']}" / "extract" / "ppm.jsonl").read_text().splitlines()
+            n_ids = len({json.loads(line)["id"] for line in pairs if line.strip()})
+            if n_ids >= 2:
+                assert r["ppm_pairs"]["measured_on"] == "held_out_problems"
+                assert r["ppm_pairs"]["problems"] == max(1, round(0.1 * n_ids))
+            else:  # one problem: the loop's held-out records (train.eval_fraction), if any
+                assert r["ppm_pairs"]["measured_on"] in ("held_out_records", "training_window")
     assert "mcts+ppm" in out.stdout and (run / "accuracy.png").stat().st_size > 0
     assert "## Paired differences" in (run / "report.md").read_text()
     # evolve.compile_cache: the stages' compiled programs are on disk for later stages.
