@@ -187,6 +187,7 @@ RANGES: Dict[str, Range] = {
     "train.peak_flops": NONNEG,  # 0: MFU not reported
     "evolve.round": NONNEG,  # 0: the base model's stages
     **_optim("evolve.pretrain"),
+    "evolve.ppm_heldout": Range(0.0, 1.0, hi_open=True),  # 0: every pair trains the PPM
     "eval.k": ONE_UP,
     "eval.limit": ONE_UP,
     "eval.bootstrap_samples": NONNEG,  # 0: no confidence interval

@@ -408,6 +408,10 @@ class EvolveConfig:
         default_factory=lambda: OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
                                             weight_decay=0.01, batch_size=32, epochs=2.0, seq_len=512)
     )
+    # Share of the round's problems whose PPM pairs are kept out of PPM
+    # training and only scored: the report's "PPM pair acc" (0: train on all
+    # pairs as the reference does; the accuracy is then the training window's).
+    ppm_heldout: float = 0.1
     # JAX's persistent compilation cache for the run (relative: under the
     # run directory; null: off). Later stages and resumed runs load the
     # programs earlier ones compiled instead of compiling them again.

@@ -1,5 +1,6 @@
 """Accuracy metrics over saved samples: first, maj@k, best@k, weighted@k,
-unbiased pass@k, bootstrap intervals, accuracy vs trajectories and
+unbiased pass@k, bootstrap intervals (of one method's accuracy and of the
+paired difference of two on the same problems), accuracy vs trajectories and
 per-level / per-subject breakdowns.
 
 Everything here works on extracted answers and optional solution scores,
@@ -148,6 +149,36 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return (float(lo), float(hi))
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], samples: int = 1000, seed: int = 0,
+    level: float = 0.95,
+) -> Dict[str, object]:
+    """Mean of `a - b` over the same problems, with a paired bootstrap interval.
+
+    `a[i]` and `b[i]` are two methods' correctness on problem i (shape
+    `[num_problems]`). Resampling problems (not each method on its own)
+    keeps what the two share: on 80 problems where both are right on the
+    same 30, their accuracies' separate intervals overlap widely while the
+    paired one can still exclude zero. `samples == 0` gives no interval.
+
+    Returns:
+      {"n": problems, "diff": mean difference, "ci": [lo, hi] or None,
+       "excludes_zero": whether the interval lies strictly on one side of 0
+       (None without an interval)}; fractions, not percent.
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired values need the same problems: shapes {x.shape} and {y.shape}")
+    d = x - y
+    out: Dict[str, object] = {"n": int(d.size), "diff": float(d.mean()) if d.size else None,
+                              "ci": None, "excludes_zero": None}
+    if d.size and samples:
+        lo, hi = bootstrap_ci(d, samples, seed, level)
+        out["ci"] = [lo, hi]
+        out["excludes_zero"] = bool(lo > 0.0 or hi < 0.0)
+    return out
 
 
 def mean(values: Sequence[float]) -> float:

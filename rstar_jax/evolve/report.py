@@ -1,18 +1,34 @@
 """The run report, rebuilt from the stage manifests: terminal table, report.md/json, PNGs.
 
 Per round (the paper's Tables 2, 3 and 6): the share of training problems
-solved by search, the policy's greedy accuracy and MCTS+PPM accuracy on the
-held-out test set, the PPM's pair accuracy, and PPM-selected answers vs
-majority vote vs greedy at equal trajectory counts. `report.json`:
+solved by search, the policy's greedy accuracy and MCTS+PPM accuracy on each
+evaluation set (the run's held-out `test` split and `eval.benchmarks`; the
+flat keys are the first set's), the PPM's pair accuracy on held-out pairs,
+and PPM-selected answers vs majority vote vs greedy at equal trajectory
+counts. Every comparison is a paired difference on the same problems with a
+seeded bootstrap interval (`COMPARISONS`), from the per-problem correctness
+each eval stage keeps. `report.json`:
 
   {"run_name": "demo",  (the config's `run_name`)
-   "base": {"greedy_acc": ...},
+   "base": {"greedy_acc": ..., "benchmarks": {"test": {"n": 80, "greedy_acc": ...}}},
    "rounds": [{"round": 1, "solved_share": ..., "greedy_acc": ..., "mcts_ppm_acc": ...,
                "ppm_pair_acc": ..., "majority_acc": ..., "ppm_selected_acc": ...,
                "trajectories": ...,
                "protocol": {"rollouts": ..., "candidates": ..., ...},
                "ppm_margins": {"best_of_n": {"1": {...}, ..., "all": {...}},
-                               "mcts_ppm": {...}}}, ...],
+                               "mcts_ppm": {...}},
+               "ppm_pairs": {"measured_on": "held_out_problems", "problems": ...,
+                             "pairs": ..., "heldout_share": 0.1},
+               "benchmarks": {"test": {"n": ..., "greedy_acc": ..., "mcts_ppm_acc": ...,
+                                       "ppm_selected_acc": ..., "majority_acc": ...}, ...},
+               "comparisons": {"test": {"greedy_vs_base": {"n": 80, "diff": 0.125,
+                                                           "ci": [0.05, 0.2],
+                                                           "excludes_zero": true},
+                                        "mcts_ppm_vs_greedy": {...},
+                                        "ppm_selected_vs_majority": {...}}, ...}}, ...],
+   "sets": ["test", ...],  (the evaluation sets, table column order)
+   "intervals": {"method": "paired bootstrap over problems", "level": 0.95,
+                 "samples": 1000, "seed": 0},
    "protocols": [{"rounds": [1, 2, 3, 4], "rollouts": ..., ...}],
    "wall_s": ...,
    "notes": ["round 1: search produced no preference pair; ...", ...]}
@@ -22,7 +38,8 @@ majority vote vs greedy at equal trajectory counts. `report.json`:
 it, so one entry means every round was measured the same way. `ppm_margins`
 says where the PPM fails, per test level (evaluation/report.py `ppm_margins`).
 
-Accuracies are fractions in [0, 1]; a value no stage produced is null.
+Accuracies and differences are fractions ([0, 1], [-1, 1]); a value no
+stage produced is null (no interval: `eval.bootstrap_samples: 0`).
 `notes` are the reasons stages logged for carrying a model over (a round
 whose search verified nothing keeps its policy; one without preference pairs
 keeps its PPM). Metrics are merged over a round's stages in plan order (search gives
@@ -31,10 +48,12 @@ keeps its PPM). Metrics are merged over a round's stages in plan order (search g
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from rstar_jax.evaluation import metrics
 from rstar_jax.evolve.context import stage_dir
 from rstar_jax.evolve.manifest import atomic_write_json, read_manifest
 
@@ -77,25 +96,102 @@ def _protocols(rounds: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return groups
 
 
+# The paired comparisons of every round, per evaluation set: (name, what
+# minus what, the round's method key, the other side's round ("base": round
+# 0, "same": this round) and key).
+COMPARISONS = (
+    ("greedy_vs_base", "greedy - base greedy", "greedy", "base", "greedy"),
+    ("mcts_ppm_vs_greedy", "MCTS+PPM - greedy", "mcts_ppm", "same", "greedy"),
+    ("ppm_selected_vs_majority", "PPM-selected - majority", "ppm_selected", "same", "majority"),
+)
+LEVEL = 0.95
+
+
+def _correctness(run_dir: str, rnd: int) -> Optional[Dict[str, Any]]:
+    """A round's per-problem correctness by set (the eval stage's
+    `correctness.json`), or None when its eval has not finished."""
+    m = read_manifest(stage_dir(run_dir, rnd, "eval"))
+    rel = (m or {}).get("outputs", {}).get("correctness")
+    if not rel:
+        return None
+    path = rel if os.path.isabs(rel) else os.path.join(stage_dir(run_dir, rnd, "eval"), rel)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["sets"]
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("round %d: unreadable per-problem correctness %s (%s)", rnd, path, e)
+        return None
+
+
+def _paired(a: Dict[str, Any], a_key: str, b: Dict[str, Any], b_key: str, samples: int,
+            seed: int) -> Dict[str, Any]:
+    """`a_key` of set `a` minus `b_key` of set `b` over the problems both
+    hold (same id and question), with its paired bootstrap interval."""
+    where = {(i, d): j for j, (i, d) in enumerate(zip(b["ids"], b["digests"]))}
+    pairs = [(k, where[(i, d)]) for k, (i, d) in enumerate(zip(a["ids"], a["digests"]))
+             if (i, d) in where]
+    return metrics.paired_difference([a[a_key][k] for k, _ in pairs],
+                                     [b[b_key][j] for _, j in pairs], samples, seed, LEVEL)
+
+
+def comparisons(rnd_sets: Dict[str, Any], base_sets: Optional[Dict[str, Any]], samples: int,
+                seed: int) -> Dict[str, Dict[str, Any]]:
+    """{set: {comparison: {"n", "diff", "ci", "excludes_zero"}}} of one round
+    (`COMPARISONS`; against the base only where round 0 measured that set)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, own in rnd_sets.items():
+        row = {}
+        for key, _, a_key, side, b_key in COMPARISONS:
+            other = own if side == "same" else (base_sets or {}).get(name)
+            if other is None or a_key not in own or b_key not in other:
+                continue
+            row[key] = _paired(own, a_key, other, b_key, samples, seed)
+        out[name] = row
+    return out
+
+
+def _sets(base: Dict[str, Any], rounds: List[Dict[str, Any]]) -> List[str]:
+    names: List[str] = []
+    for d in [base.get("benchmarks")] + [r.get("benchmarks") for r in rounds]:
+        names += [n for n in (d or {}) if n not in names]
+    return names
+
+
 def build_report(run_dir: str, plan) -> Dict[str, Any]:
     """The report dict from whatever stages of `plan` have finished."""
     by_round: Dict[int, List[tuple]] = {}
+    cfg_of: Dict[int, Any] = {}
     for s in plan:
         by_round.setdefault(s.round, []).append((s.round, s.name))
+        cfg_of.setdefault(s.round, s.cfg)
     total_wall = 0.0
     notes: List[str] = []
-    base_metrics, wall = _merged_metrics(run_dir, by_round.get(0, []), notes)
+    base_details: Dict[str, Any] = {}
+    base_metrics, wall = _merged_metrics(run_dir, by_round.get(0, []), notes, base_details)
     total_wall += wall
+    base_sets = _correctness(run_dir, 0) if 0 in by_round else None
     rounds = []
     for rnd in sorted(r for r in by_round if r > 0):
         details: Dict[str, Any] = {}
-        metrics, wall = _merged_metrics(run_dir, by_round[rnd], notes, details)
+        metrics_, wall = _merged_metrics(run_dir, by_round[rnd], notes, details)
         total_wall += wall
-        rounds.append({"round": rnd, **{k: metrics.get(k) for k in ROUND_KEYS},
+        own = _correctness(run_dir, rnd)
+        cfg = cfg_of[rnd]
+        rounds.append({"round": rnd, **{k: metrics_.get(k) for k in ROUND_KEYS},
                        "protocol": details.get("protocol"),
-                       "ppm_margins": details.get("ppm_margins")})
+                       "ppm_margins": details.get("ppm_margins"),
+                       "ppm_pairs": details.get("ppm_pairs"),
+                       "benchmarks": details.get("benchmarks"),
+                       "comparisons": None if own is None else comparisons(
+                           own, base_sets, cfg.eval.bootstrap_samples, cfg.seed)})
+    first = cfg_of[min(cfg_of)] if cfg_of else None
+    base = {"greedy_acc": base_metrics.get("greedy_acc"),
+            "benchmarks": base_details.get("benchmarks")}
     return {"run_name": plan[0].cfg.run_name if plan else None,
-            "base": {"greedy_acc": base_metrics.get("greedy_acc")}, "rounds": rounds,
+            "base": base, "rounds": rounds, "sets": _sets(base, rounds),
+            "intervals": None if first is None else {
+                "method": "paired bootstrap over problems", "level": LEVEL,
+                "samples": first.eval.bootstrap_samples, "seed": first.seed},
             "protocols": _protocols(rounds), "wall_s": round(total_wall, 3), "notes": notes}
 
 
@@ -161,6 +257,92 @@ def margins_markdown(report: Dict[str, Any]) -> List[str]:
         "|" + "---|" * 10, *rows, ""]
 
 
+def _pp(v: Optional[float]) -> str:
+    """A difference of fractions in percentage points."""
+    return "-" if v is None else f"{100 * v:+.1f}"
+
+
+def _interval(c: Dict[str, Any]) -> str:
+    return "-" if not c.get("ci") else f"[{_pp(c['ci'][0])}, {_pp(c['ci'][1])}]"
+
+
+def benchmark_markdown(report: Dict[str, Any]) -> List[str]:
+    """Per-round accuracy with one column per evaluation set (the paper's
+    Table 6 layout): greedy rows (base, rounds) and MCTS+PPM rows."""
+    sets = report.get("sets") or []
+    if not sets:
+        return []
+
+    def cell(d, key):
+        v = (d or {}).get(key)
+        return "-" if v is None else f"{_pct(v)} (n={d['n']})"
+
+    rows = ["| base | greedy | " + " | ".join(cell((report["base"].get("benchmarks") or {}).get(n),
+                                                    "greedy_acc") for n in sets) + " |"]
+    for key, label in (("greedy_acc", "greedy"), ("mcts_ppm_acc", "MCTS+PPM")):
+        for r in report["rounds"]:
+            rows.append(f"| {r['round']} | {label} | " + " | ".join(
+                cell((r.get("benchmarks") or {}).get(n), key) for n in sets) + " |")
+    return ["## Accuracy per evaluation set", "",
+            "Percent correct (n: problems). `test`: the run's own held-out test problems; the "
+            "others: `eval.benchmarks`.", "",
+            "| round | method | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 2),
+            *rows, ""]
+
+
+def comparison_rows(report: Dict[str, Any]) -> List[tuple]:
+    """(round, set, label, comparison dict) of every paired comparison."""
+    labels = {key: label for key, label, *_ in COMPARISONS}
+    out = []
+    for r in report["rounds"]:
+        for name, row in (r.get("comparisons") or {}).items():
+            for key, c in row.items():
+                out.append((r["round"], name, labels[key], c))
+    return out
+
+
+def comparisons_markdown(report: Dict[str, Any]) -> List[str]:
+    """The paired differences with their intervals, and which exclude zero."""
+    rows = comparison_rows(report)
+    if not rows:
+        return []
+    iv = report.get("intervals") or {}
+    table = [f"| {rnd} | {name} | {label} | {c['n']} | {_pp(c['diff'])} | {_interval(c)} | "
+             f"{'-' if c['excludes_zero'] is None else ('yes' if c['excludes_zero'] else 'no')} |"
+             for rnd, name, label, c in rows]
+    clear = [f"round {rnd} {name} {label} ({_pp(c['diff'])} points, n={c['n']})"
+             for rnd, name, label, c in rows if c["excludes_zero"]]
+    return ["## Paired differences", "",
+            f"Each comparison is the mean per-problem difference of two methods on the same "
+            f"problems (percentage points), with a {100 * iv.get('level', LEVEL):.0f}% interval "
+            f"({iv.get('method', 'paired bootstrap')}: {iv.get('samples')} resamples, seed "
+            f"{iv.get('seed')}); n: problems compared. A difference whose "
+            "interval holds zero is not told apart from noise at this n.", "",
+            "| round | set | comparison | n | difference | 95% interval | excludes 0 |",
+            "|" + "---|" * 7, *table, "",
+            ("Intervals excluding zero: " + "; ".join(clear) + "." if clear
+             else "No interval excludes zero."), ""]
+
+
+def ppm_pairs_lines(report: Dict[str, Any]) -> List[str]:
+    """Where each round's `ppm pairs` accuracy was measured."""
+    out = []
+    for r in report["rounds"]:
+        p = r.get("ppm_pairs")
+        if not p or r.get("ppm_pair_acc") is None:
+            continue
+        where = p.get("measured_on")
+        if where == "held_out_problems":
+            text = (f"{p['pairs']} pairs of {p['problems']} problems held out of PPM training "
+                    f"(evolve.ppm_heldout {p['heldout_share']})")
+        elif where == "held_out_records":
+            text = f"{p['pairs']} pair records held out of PPM training (train.eval_fraction)"
+        else:
+            text = "the last training window (pairs the PPM trained on; evolve.ppm_heldout 0)"
+        out.append(f"Round {r['round']} PPM pair accuracy: on {text}.")
+    return out
+
+
 def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -178,6 +360,15 @@ def format_table(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _first_set(report: Dict[str, Any]) -> str:
+    sets = report.get("sets") or []
+    if not sets:
+        return "the held-out test set"
+    n = next((d[sets[0]]["n"] for d in [report["base"].get("benchmarks")]
+              + [r.get("benchmarks") for r in report["rounds"]] if d and sets[0] in d), None)
+    return f"`{sets[0]}` (n={n})"
+
+
 def _markdown(report: Dict[str, Any]) -> str:
     head = "| " + " | ".join(_HEADERS) + " |"
     sep = "|" + "---|" * len(_HEADERS)
@@ -189,10 +380,14 @@ def _markdown(report: Dict[str, Any]) -> str:
     return "\n".join([
         f"# Self-evolution report: {report.get('run_name') or 'run'}", "",
         "Percentages. `solved`: share of training problems with a correct search trajectory "
-        "(paper Table 2). `greedy`, `mcts+ppm`: policy and policy+PPM accuracy on the held-out "
-        "test set (Tables 3, 6). `ppm pairs`: PPM pair accuracy on held-out pairs. `majority`, "
-        "`ppm-selected`: answer choice among `traj` trajectories per problem vs greedy.", "",
+        "(paper Table 2). `greedy`, `mcts+ppm`: policy and policy+PPM accuracy on "
+        f"{_first_set(report)} (Tables 3, 6; every set below). `ppm pairs`: PPM pair accuracy "
+        "(where measured: below). `majority`, `ppm-selected`: answer choice among `traj` "
+        "trajectories per problem vs greedy.", "",
         head, sep, *rows, "",
+        *ppm_pairs_lines(report), "",
+        *benchmark_markdown(report),
+        *comparisons_markdown(report),
         *protocol_lines(report), "",
         *margins_markdown(report),
         f"Total stage time: {report['wall_s']:.1f} s.", "",
@@ -257,6 +452,9 @@ def write_report(run_dir: str, plan, echo: Optional[Callable[[str], None]] = pri
         log.warning("could not draw the report plots: %s", e)
     if echo is not None:
         echo(format_table(report))
+        for rnd, name, label, c in comparison_rows(report):
+            echo(f"round {rnd} {name}: {label} {_pp(c['diff'])} points, 95% interval "
+                 f"{_interval(c)}, n={c['n']}" + (" (excludes 0)" if c["excludes_zero"] else ""))
         for line in protocol_lines(report):
             echo(line)
         for note in report["notes"]:

@@ -90,7 +90,9 @@ def sft(ctx):
 
 def ppm(ctx):
     result = _model(ctx, ctx.ppm_init())
-    return {**result, "metrics": {"ppm_pair_acc": 0.6 + 0.05 * ctx.round}}
+    return {**result, "metrics": {"ppm_pair_acc": 0.6 + 0.05 * ctx.round},
+            "details": {"ppm_pairs": {"heldout_share": 0.1, "measured_on": "held_out_problems",
+                                      "problems": 1, "pairs": 6}}}
 
 
 def evaluate(ctx):
@@ -98,14 +100,33 @@ def evaluate(ctx):
     ctx.ppm()
     _log(ctx, "eval")
     r = ctx.round
+    path = ctx.path("correctness.json")
+    with open(path, "w") as f:
+        json.dump({"sets": {"test": fake_correctness(r)}}, f)
     if r == 0:
-        return {"metrics": {"greedy_acc": 0.25}}
+        return {"outputs": {"correctness": path}, "metrics": {"greedy_acc": 0.25},
+                "details": {"benchmarks": {"test": {"n": 10, "greedy_acc": 0.0}}}}
     from rstar_jax.evaluation.methods import protocol
 
-    return {"metrics": {"greedy_acc": 0.25 + 0.1 * r, "mcts_ppm_acc": 0.35 + 0.1 * r,
+    return {"outputs": {"correctness": path},
+            "metrics": {"greedy_acc": 0.25 + 0.1 * r, "mcts_ppm_acc": 0.35 + 0.1 * r,
                         "majority_acc": 0.3 + 0.1 * r, "ppm_selected_acc": 0.32 + 0.1 * r,
                         "trajectories": 8},
-            "details": {"protocol": protocol(ctx.cfg), "ppm_margins": fake_margins(r)}}
+            "details": {"protocol": protocol(ctx.cfg), "ppm_margins": fake_margins(r),
+                        "benchmarks": {"test": {"n": 10, "greedy_acc": 0.2 * r,
+                                                "mcts_ppm_acc": 0.2 * r + 0.1}}}}
+
+
+def fake_correctness(r):
+    """Ten test problems: the base gets none; round r's greedy the first 2r,
+    its MCTS+PPM one more, PPM-selected and majority the same as greedy."""
+    ids = [f"t{i}" for i in range(10)]
+    greedy = [1.0 if i < 2 * r else 0.0 for i in range(10)]
+    out = {"ids": ids, "digests": [f"d{i}" for i in range(10)], "greedy": greedy}
+    if r:
+        out.update(mcts_ppm=[1.0 if i < 2 * r + 1 else 0.0 for i in range(10)],
+                   ppm_selected=list(greedy), majority=list(greedy))
+    return out
 
 
 def fake_margins(r):

@@ -20,7 +20,8 @@ REDUCED = [
 ]
 ROUND_KEYS = {"round", "solved_share", "greedy_acc", "mcts_ppm_acc", "ppm_pair_acc", "majority_acc",
               "ppm_selected_acc", "trajectories"}
-DETAIL_KEYS = {"protocol", "ppm_margins"}
+DETAIL_KEYS = {"protocol", "ppm_margins", "ppm_pairs", "benchmarks", "comparisons"}
+COMPARISONS = {"greedy_vs_base", "mcts_ppm_vs_greedy", "ppm_selected_vs_majority"}
 
 
 @pytest.mark.slow
@@ -37,7 +38,10 @@ def test_reduced_embedded_run(tmp_path):
             m = json.loads((run / f"round_{rnd}" / name / "manifest.json").read_text())
             assert m["stage"] == name and m["round"] == rnd and m["timings"]["wall_s"] >= 0
     report = json.loads((run / "report.json").read_text())
-    assert set(report) == {"run_name", "base", "rounds", "protocols", "wall_s", "notes"}
+    assert set(report) == {"run_name", "base", "rounds", "sets", "intervals", "protocols", "wall_s",
+                           "notes"}
+    # The demo evaluates its own test split only (eval.benchmarks: []).
+    assert report["sets"] == ["test"] and report["base"]["benchmarks"]["test"]["n"] == 8
     assert report["run_name"] == "demo"
     # One evaluation protocol for every round (inference_eval), stated in the report.
     assert [g["rounds"] for g in report["protocols"]] == [[1, 2, 3, 4]]
@@ -56,7 +60,21 @@ def test_reduced_embedded_run(tmp_path):
                 continue
             assert 0.0 <= r[key] <= 1.0, (r["round"], key)
         assert r["trajectories"] == 2
+        # Paired comparisons on the same 8 problems (the base's world test = the rounds' test).
+        assert set(r["comparisons"]["test"]) == COMPARISONS
+        for c in r["comparisons"]["test"].values():
+            assert c["n"] == 8 and c["ci"][0] <= c["diff"] <= c["ci"][1]
+        if r["ppm_pair_acc"] is not None:
+            # Pairs of >= 2 problems: 10% of them (at least one) held out of PPM training.
+            pairs = (run / f"round_{r['round']}" / "extract" / "ppm.jsonl").read_text().splitlines()
+            n_ids = len({json.loads(line)["id"] for line in pairs if line.strip()})
+            if n_ids >= 2:
+                assert r["ppm_pairs"]["measured_on"] == "held_out_problems"
+                assert r["ppm_pairs"]["problems"] == max(1, round(0.1 * n_ids))
+            else:  # one problem: the loop's held-out records (train.eval_fraction), if any
+                assert r["ppm_pairs"]["measured_on"] in ("held_out_records", "training_window")
     assert "mcts+ppm" in out.stdout and (run / "accuracy.png").stat().st_size > 0
+    assert "## Paired differences" in (run / "report.md").read_text()
     # evolve.compile_cache: the stages' compiled programs are on disk for later stages.
     assert len(list((run / ".jax_cache").iterdir())) > 10
     # A rerun finds every stage finished and reproduces the report.

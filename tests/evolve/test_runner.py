@@ -68,10 +68,13 @@ EXPECTED_ROUNDS = [
 ]
 
 
+NEW_KEYS = {"ppm_pairs", "benchmarks", "comparisons"}  # checked in test_report_pairs_...
+
+
 def _same_rounds(got, expected):
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
-        assert g.keys() == e.keys()
+        assert g.keys() == e.keys() | NEW_KEYS
         for k in e:
             if isinstance(e[k], dict):
                 assert g[k] == e[k], (g["round"], k)
@@ -100,7 +103,8 @@ def test_plan_and_selection(configs):
 def test_full_run_manifests_report_and_skip(configs, tmp_path, capsys):
     run = str(tmp_path / "run")
     report = run_evolve(configs, run)
-    assert report["base"] == {"greedy_acc": 0.25}
+    assert report["base"] == {"greedy_acc": 0.25,
+                              "benchmarks": {"test": {"n": 10, "greedy_acc": 0.0}}}
     _same_rounds(report["rounds"], EXPECTED_ROUNDS)
     on_disk = json.loads(open(os.path.join(run, "report.json")).read())
     assert on_disk["base"] == report["base"] and on_disk["wall_s"] >= 0
@@ -152,6 +156,43 @@ def test_report_states_the_protocol_and_where_the_ppm_fails(configs, tmp_path, c
     assert "| 1 | MCTS | all | 4 | 2 | -0.100 | +0.050 | 50.0 | 1 | 1 |" in md
     on_disk = json.loads(open(os.path.join(run, "report.json")).read())
     assert on_disk["rounds"][2]["ppm_margins"] == evolve_fakes.fake_margins(3)
+
+
+def test_report_pairs_each_comparison_with_its_interval(configs, tmp_path, capsys):
+    """evolve_fakes.fake_correctness: round 4's greedy is right on 8 of 10
+    problems the base missed (a difference on most problems: its interval
+    excludes zero), MCTS+PPM on one more than greedy (one problem: it does
+    not), PPM-selected equals majority everywhere (the interval is [0, 0])."""
+    run = str(tmp_path / "run")
+    report = run_evolve(configs, run)
+    c = report["rounds"][3]["comparisons"]["test"]
+    assert set(c) == {"greedy_vs_base", "mcts_ppm_vs_greedy", "ppm_selected_vs_majority"}
+    g = c["greedy_vs_base"]
+    assert g["n"] == 10 and g["diff"] == pytest.approx(0.8) and g["excludes_zero"]
+    assert 0.5 <= g["ci"][0] <= 0.8 <= g["ci"][1] <= 1.0
+    m = c["mcts_ppm_vs_greedy"]
+    assert m["diff"] == pytest.approx(0.1) and m["ci"][0] == 0.0 and not m["excludes_zero"]
+    assert c["ppm_selected_vs_majority"] == {"n": 10, "diff": 0.0, "ci": [0.0, 0.0],
+                                             "excludes_zero": False}
+    assert report["sets"] == ["test"]
+    assert report["intervals"] == {"method": "paired bootstrap over problems", "level": 0.95,
+                                   "samples": 1000, "seed": 0}
+    md = open(os.path.join(run, "report.md")).read()
+    lo, hi = (f"{100 * v:+.1f}" for v in g["ci"])
+    assert f"| 4 | test | greedy - base greedy | 10 | +80.0 | [{lo}, {hi}] | yes |" in md
+    assert "| 4 | test | PPM-selected - majority | 10 | +0.0 | [+0.0, +0.0] | no |" in md
+    assert "round 1 test greedy - base greedy (" not in md  # 2 of 10: the interval holds 0
+    assert "round 4 test greedy - base greedy (+80.0 points, n=10)" in md
+    assert "| 4 | MCTS+PPM | 90.0 (n=10) |" in md and "| base | greedy | 0.0 (n=10) |" in md
+    assert "Round 2 PPM pair accuracy: on 6 pairs of 1 problems held out of PPM training" in md
+    assert "round 4 test: greedy - base greedy +80.0 points" in capsys.readouterr().out
+    # Bad input: the run's files say the same problems are others (digests differ) -> not paired.
+    path = os.path.join(run, "round_0", "eval", "correctness.json")
+    data = json.load(open(path))
+    data["sets"]["test"]["digests"][0] = "other question"
+    json.dump(data, open(path, "w"))
+    again = run_evolve(configs, run)
+    assert again["rounds"][3]["comparisons"]["test"]["greedy_vs_base"]["n"] == 9
 
 
 def test_report_says_when_rounds_were_evaluated_differently(configs, tmp_path):
