@@ -202,13 +202,35 @@ def _rounds_text(rounds: Sequence[int]) -> str:
     return ("round " if len(rs) == 1 else "rounds ") + ", ".join(str(r) for r in rs)
 
 
+def _search_text(g: Dict[str, Any]) -> str:
+    """The MCTS budget of one test problem in words."""
+    if g.get("mode") == "runs":
+        return (f"{g['runs']} independent runs of {g['rollouts']} rollouts (each run's best "
+                f"trajectory by PPM score is one candidate)")
+    return f"one tree of {g['rollouts']} rollouts"
+
+
+def compute_lines(report: Dict[str, Any]) -> List[str]:
+    """MCTS+PPM's measured compute per test problem, per round and set."""
+    out = []
+    for r in report.get("rounds") or []:
+        parts = []
+        for name, m in (r.get("benchmarks") or {}).items():
+            if (m or {}).get("mcts_avg_rollouts") is not None:
+                parts.append(f"{name}: {m['mcts_avg_rollouts']:.1f} rollouts, "
+                             f"{m.get('mcts_avg_tokens') or 0:.0f} generated tokens")
+        if parts:
+            out.append(f"MCTS+PPM compute per problem, round {r['round']}: " + "; ".join(parts) + ".")
+    return out
+
+
 def protocol_lines(report: Dict[str, Any]) -> List[str]:
     """The evaluation protocol(s) in words, one line per group of rounds."""
     out = []
     for g in report.get("protocols") or []:
         out.append(
-            f"Evaluation protocol ({_rounds_text(g['rounds'])}): MCTS+PPM with {g['rollouts']} "
-            f"rollouts x {g['candidates']} candidates per step, PPM values for new leaves "
+            f"Evaluation protocol ({_rounds_text(g['rounds'])}): MCTS+PPM with {_search_text(g)} "
+            f"x {g['candidates']} candidates per step, PPM values for new leaves "
             f"{'on' if g['ppm_init_value'] else 'off'}, answers by {g['selection']}; "
             f"majority and PPM-selected among {g['trajectories']} sampled trajectories; "
             f"temperature {g['temperature']}, top-p {g['top_p']}, code-error threshold "
@@ -388,7 +410,7 @@ def _markdown(report: Dict[str, Any]) -> str:
         *ppm_pairs_lines(report), "",
         *benchmark_markdown(report),
         *comparisons_markdown(report),
-        *protocol_lines(report), "",
+        *protocol_lines(report), *compute_lines(report), "",
         *margins_markdown(report),
         f"Total stage time: {report['wall_s']:.1f} s.", "",
         *([f"Carried over: {n}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])),
@@ -455,7 +477,7 @@ def write_report(run_dir: str, plan, echo: Optional[Callable[[str], None]] = pri
         for rnd, name, label, c in comparison_rows(report):
             echo(f"round {rnd} {name}: {label} {_pp(c['diff'])} points, 95% interval "
                  f"{_interval(c)}, n={c['n']}" + (" (excludes 0)" if c["excludes_zero"] else ""))
-        for line in protocol_lines(report):
+        for line in protocol_lines(report) + compute_lines(report):
             echo(line)
         for note in report["notes"]:
             echo(f"note: {note}")

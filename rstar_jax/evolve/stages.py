@@ -371,7 +371,11 @@ def _set_metrics(res: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
             "mcts_ppm_acc": _frac(res["mcts_ppm"], "accuracy") if "mcts_ppm" in res else None,
             "ppm_selected_acc": _frac(bon, "best@k"),
             "majority_acc": _frac(bon, "maj@k"),
-            "trajectories": bon.get("k")}
+            "trajectories": bon.get("k"),
+            # MCTS+PPM compute per problem, measured (the protocol's budget
+            # is an upper bound: a run stops early when its root is terminal).
+            "mcts_avg_rollouts": (res.get("mcts_ppm") or {}).get("avg_rollouts"),
+            "mcts_avg_tokens": (res.get("mcts_ppm") or {}).get("avg_generated_tokens")}
 
 
 def _write_correctness(ctx: StageContext, cfg: Config, sets, methods, path: str) -> None:

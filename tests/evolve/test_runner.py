@@ -147,7 +147,8 @@ def test_report_states_the_protocol_and_where_the_ppm_fails(configs, tmp_path, c
     assert report["protocols"] == [{"rounds": [1, 2, 3, 4], **_default_protocol()}]
     md = open(os.path.join(run, "report.md")).read()
     assert md.startswith("# Self-evolution report: fake-run\n") and report["run_name"] == "fake-run"
-    assert ("Evaluation protocol (rounds 1-4): MCTS+PPM with 12 rollouts x 32 candidates per "
+    assert ("Evaluation protocol (rounds 1-4): MCTS+PPM with 64 independent runs of 12 rollouts "
+            "(each run's best trajectory by PPM score is one candidate) x 32 candidates per "
             "step, PPM values for new leaves on") in md
     assert "zero-shot prompt" in md and "NOT evaluated the same way" not in md
     assert "Evaluation protocol (rounds 1-4)" in capsys.readouterr().out
@@ -320,3 +321,15 @@ def test_compile_cache_keeps_compiled_programs_on_disk(tmp_path):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(cache) and any(cache.iterdir())
+
+
+def test_report_states_mcts_compute_per_problem_and_the_single_tree_mode():
+    from rstar_jax.evolve.report import compute_lines, protocol_lines
+
+    report = {"rounds": [{"round": 2, "benchmarks": {
+        "test": {"mcts_avg_rollouts": 700.5, "mcts_avg_tokens": 12345.4},
+        "gsm8k": {"mcts_avg_rollouts": None}}}],
+        "protocols": [{"rounds": [2], **_default_protocol(), "mode": "single_tree", "runs": 1}]}
+    assert compute_lines(report) == [
+        "MCTS+PPM compute per problem, round 2: test: 700.5 rollouts, 12345 generated tokens."]
+    assert "MCTS+PPM with one tree of 12 rollouts x 32 candidates" in protocol_lines(report)[0]
