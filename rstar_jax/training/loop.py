@@ -177,10 +177,20 @@ class Trainer:
                                           pad_id=pad)
         loss_fn = (steps.ppm_loss_fn(cfg.ppm, cfg.train.ppm_loss, cfg.train.ppm_loss_norm)
                    if run.kind == "ppm" else steps.lm_loss)
+        # The learning rate enters each step as an argument (see
+        # steps.schedule_table): the compiled step is then the same program
+        # for every run length, so later stages load it from the cache.
+        self.lrs = steps.schedule_table(run.opt, self.total)
+        self.lr_sh = st.replicated(self.mesh)
+
+        def tx_for_lr(lr):
+            return steps.optimizer(run.opt, self.total, decay_biases=cfg.train.decay_biases,
+                                   learning_rate=lambda _count: lr)
+
         self.step_fn = steps.make_train_step(self.graphdef, loss_fn, self.tx,
                                              accum=run.opt.grad_accum, mesh=self.mesh,
                                              rules=self.rules, state_shardings=self.state_sh,
-                                             batch_shardings=self.batch_sh)
+                                             batch_shardings=self.batch_sh, tx_for_lr=tx_for_lr)
         self.eval_fn = steps.make_eval_step(self.graphdef, loss_fn, mesh=self.mesh,
                                             rules=self.rules)
         self.eval_data = None
@@ -194,6 +204,10 @@ class Trainer:
 
     def global_batch_at(self, k: int, data=None) -> Dict:
         return pipeline.to_global((data or self.data)[k], self.batch_sh, self.global_batch)
+
+    def lr_at(self, k: int):
+        """Step `k`'s learning rate, replicated (the optimizer's count is `k`)."""
+        return jax.device_put(self.lrs[k], self.lr_sh)
 
     def evaluate(self) -> Dict[str, float]:
         rows = [self.eval_fn(self.state["params"], self.global_batch_at(k, self.eval_data))
@@ -364,7 +378,7 @@ def train(cfg: Config, data_path: str, out_dir: str, *, kind: str, init_from: Op
         pending = []
 
     for k in range(start, tr.total):
-        tr.state, m = tr.step_fn(tr.state, tr.global_batch_at(k))
+        tr.state, m = tr.step_fn(tr.state, tr.global_batch_at(k), tr.lr_at(k))
         pending.append({key: v for key, v in m.items() if key != "grad_norm"})
         tok0 += tr.tokens_in(k)
         nsteps += 1

@@ -12,10 +12,11 @@ accumulated step equals the full-batch step exactly.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -112,6 +113,25 @@ def schedule(opt: OptimConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warm, main], [opt.warmup_steps])
 
 
+def schedule_table(opt: OptimConfig, total_steps: int) -> np.ndarray:
+    """Every step's learning rate `[total_steps]` float32, computed on the
+    device one step at a time by the same schedule the optimizer holds.
+
+    Why: a schedule inside the train step bakes `total_steps`, warmup and
+    peak into the program as constants, so every stage whose step count
+    differs (each round's SFT, round 1's PPM against later rounds') compiled
+    its train step anew even with the persistent compilation cache on. The
+    step reads its learning rate from this table instead (`make_train_step`
+    with `tx_for_lr`), and the value is the same float32 the schedule gives
+    at that count inside the step (`lax.map`: the same scalar program per
+    count), so the parameters and losses are bit-identical
+    (tests/training/test_steps.py).
+    """
+    sched = schedule(opt, total_steps)
+    counts = np.arange(max(total_steps, 0), dtype=np.int32)  # host: no program to compile
+    return np.asarray(jax.device_get(jax.jit(lambda c: jax.lax.map(sched, c))(counts)))
+
+
 def _decay_mask(params, decay_biases: bool):
     """True where weight decay applies: every parameter but the biases
     (`q_bias`, `value_bias`, ...), unless `decay_biases`."""
@@ -122,18 +142,21 @@ def _decay_mask(params, decay_biases: bool):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def optimizer(opt: OptimConfig, total_steps: int, *,
-              decay_biases: bool = False) -> optax.GradientTransformation:
+def optimizer(opt: OptimConfig, total_steps: int, *, decay_biases: bool = False,
+              learning_rate: Optional[optax.Schedule] = None) -> optax.GradientTransformation:
     """Global-norm clipping then AdamW (decoupled decay).
 
     The decay skips biases as the reference's trainer does (transformers
     4.45 decays every parameter whose name has no "bias", RMSNorm scales and
     embeddings included); `decay_biases` (`train.decay_biases`) decays them too.
+    `learning_rate` replaces `schedule(opt, total_steps)` (the train loop
+    passes the step's entry of `schedule_table`); the state is the same.
     """
     parts = []
     if opt.grad_clip and opt.grad_clip > 0:
         parts.append(optax.clip_by_global_norm(opt.grad_clip))
-    parts.append(optax.adamw(schedule(opt, total_steps), b1=opt.b1, b2=opt.b2,
+    lr = learning_rate if learning_rate is not None else schedule(opt, total_steps)
+    parts.append(optax.adamw(lr, b1=opt.b1, b2=opt.b2,
                              weight_decay=opt.weight_decay,
                              mask=lambda p: _decay_mask(p, decay_biases)))
     return optax.chain(*parts)
@@ -177,38 +200,46 @@ def grads_and_stats(graphdef, params, batch: Batch, loss_fn: LossFn, accum: int)
 
 def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation, *,
                     accum: int = 1, mesh=None, rules=None, state_shardings=None,
-                    batch_shardings=None):
-    """A jitted `step(state, batch) -> (state, metrics)`.
+                    batch_shardings=None,
+                    tx_for_lr: Optional[Callable[[Array], optax.GradientTransformation]] = None):
+    """A jitted `step(state, batch) -> (state, metrics)`, or with `tx_for_lr`
+    `step(state, batch, lr) -> (state, metrics)`.
 
     `state` = {"params", "opt_state", "step"}; metrics are replicated
     scalars: num, denom, correct (and pairs for PPM), grad_norm.
     With a mesh the step traces inside the sharding context (activation
     constraints by the training rules) and keeps the state's shardings.
+
+    `tx_for_lr(lr)` builds the optimizer around the step's learning rate, a
+    float32 scalar argument (`schedule_table`): the compiled program then no
+    longer depends on the run's length or schedule, and the persistent
+    compilation cache serves it to every later stage of the same shapes.
     """
-    def step(state, batch):
+    def step(state, batch, lr=None):
+        txs = tx if lr is None else tx_for_lr(lr)
         g, stats = grads_and_stats(graphdef, state["params"], batch, loss_fn, accum)
         denom = jnp.maximum(stats["denom"], 1e-9)
         g = jax.tree.map(lambda x: x / denom, g)
-        updates, opt_state = tx.update(g, state["opt_state"], state["params"])
+        updates, opt_state = txs.update(g, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = dict(stats)
         metrics["grad_norm"] = optax.global_norm(g)
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
         return new, metrics
 
-    def traced(state, batch):
+    def traced(state, batch, *lr):
         if mesh is None:
-            return step(state, batch)
+            return step(state, batch, *lr)
         with sharding_context(mesh, rules):
-            return step(state, batch)
+            return step(state, batch, *lr)
 
     if mesh is None:
         return jax.jit(traced, donate_argnums=(0,))
     from jax.sharding import NamedSharding, PartitionSpec
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(traced, donate_argnums=(0,),
-                   in_shardings=(state_shardings, batch_shardings),
+    in_sh = (state_shardings, batch_shardings) + ((replicated,) if tx_for_lr else ())
+    return jax.jit(traced, donate_argnums=(0,), in_shardings=in_sh,
                    out_shardings=(state_shardings, replicated))
 
 

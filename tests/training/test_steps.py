@@ -257,3 +257,71 @@ def test_bfloat16_compute_tracks_float32():
     _, m16 = _one_step((1, 1, 1), "lm", batch, arch=ARCH.replace(dtype=jnp.bfloat16))
     assert m16["num"] / m16["denom"] == pytest.approx(m32["num"] / m32["denom"], rel=2e-2)
     assert m16["num"] != m32["num"]  # really computed in bfloat16
+
+
+def _run_steps(total, *, table, cosine_opt, kind="lm"):
+    """The AdamW steps of a `total`-step warmup + cosine
+    run on one device: the schedule in the step (`table=False`, the old
+    program) or its learning rate read from `schedule_table` (`table=True`).
+    Returns (params, per-step metrics, the step's lowered program text)."""
+    mesh = make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1])
+    cls = PPM if kind == "ppm" else Policy
+    graphdef, _ = st.split_params(abstract_model(cls, ARCH))
+    shardings = nnx.to_pure_dict(param_shardings(abstract_model(cls, ARCH), mesh, RULES))
+    params = jax.device_put(_host_params(cls), shardings)
+    tx = steps.optimizer(cosine_opt, total)
+    state = st.init_train_state(tx, params, mesh)
+    make = _lm_batch if kind == "lm" else _pair_batch
+    bsh = st.batch_shardings(mesh, RULES, make(), 8)
+    loss_fn = steps.ppm_loss_fn(CFG.ppm, "bt") if kind == "ppm" else steps.lm_loss
+    extra = {}
+    if table:
+        extra["tx_for_lr"] = lambda lr: steps.optimizer(cosine_opt, total,
+                                                        learning_rate=lambda _c: lr)
+        lrs = steps.schedule_table(cosine_opt, total)
+    fn = steps.make_train_step(graphdef, loss_fn, tx, mesh=mesh, rules=RULES,
+                               state_shardings=jax.tree.map(lambda x: x.sharding, state),
+                               batch_shardings=bsh, **extra)
+    rows, text = [], None
+    for k in range(total):
+        gb = {key: jax.device_put(v, bsh[key]) for key, v in make(seed=k).items()}
+        args = (state, gb) + ((jax.device_put(lrs[k], st.replicated(mesh)),) if table else ())
+        if text is None:
+            text = fn.lower(*args).as_text()
+        state, m = fn(*args)
+        rows.append({key: np.asarray(v) for key, v in m.items()})
+    return jax.device_get(state["params"]), rows, text
+
+
+@pytest.mark.parametrize("kind", ["lm", "ppm"])
+def test_learning_rate_table_is_bit_identical_and_run_length_free(kind):
+    """The step reading its learning rate from `schedule_table` trains
+    exactly as the step holding the schedule (every parameter and metric
+    equal to the bit, warmup and cosine steps alike), and its program is the
+    same whatever the run's length, which the old one was not: that is what
+    lets the persistent compilation cache serve it to the next stage."""
+    opt = OptimConfig(learning_rate=3e-3, schedule="cosine", warmup_steps=3, weight_decay=0.01,
+                      b2=0.95, grad_clip=1.0, batch_size=8)
+    texts = {}
+    for total in (7, 11):
+        p_old, m_old, texts["old", total] = _run_steps(total, table=False, cosine_opt=opt,
+                                                       kind=kind)
+        p_new, m_new, texts["new", total] = _run_steps(total, table=True, cosine_opt=opt,
+                                                       kind=kind)
+        for a, b in zip(jax.tree.leaves(p_old), jax.tree.leaves(p_new)):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(m_old, m_new):
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # a real schedule: the learning rates differ step to step and run to run
+    assert len(set(steps.schedule_table(opt, 11).tolist())) > 5
+    assert texts["old", 7] != texts["old", 11]
+    assert texts["new", 7] == texts["new", 11]
+
+
+def test_schedule_table_is_the_schedule():
+    opt = OptimConfig(learning_rate=1e-3, warmup_steps=2, schedule="linear")
+    assert steps.schedule_table(opt, 10).tolist() == pytest.approx(
+        [float(steps.schedule(opt, 10)(i)) for i in range(10)])
+    assert steps.schedule_table(opt, 10).dtype == np.float32
