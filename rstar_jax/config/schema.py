@@ -461,6 +461,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """Process-wide settings applied before JAX starts (utils/xla_flags.py)."""
+
+    # XLA:CPU flags that make CPU numbers bit-identical across x86-64 hosts
+    # (no YNNPACK kernels picked by the host's instruction set, single-
+    # threaded Eigen, code for AVX2 at most). Read by `rstar-jax evolve`
+    # before JAX starts; the demo sets it (issue 26: its base model differed
+    # between hosts). Off by default: on an accelerator it changes nothing,
+    # and on a CPU it costs speed (benchmarks/RESULTS.md, determinism).
+    xla_cpu_deterministic: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one command."""
 
@@ -479,6 +492,7 @@ class Config:
     inference_eval: InferenceEvalConfig = field(default_factory=InferenceEvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 # Values restricted to a closed set, checked after type validation.
