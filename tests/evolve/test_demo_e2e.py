@@ -37,7 +37,7 @@ def test_reduced_embedded_run(tmp_path):
             m = json.loads((run / f"round_{rnd}" / name / "manifest.json").read_text())
             assert m["stage"] == name and m["round"] == rnd and m["timings"]["wall_s"] >= 0
     report = json.loads((run / "report.json").read_text())
-    assert set(report) == {"run_name", "base", "rounds", "protocols", "wall_s", "notes"}
+    assert set(report) == {"run_name", "base", "rounds", "protocols", "wall_s", "notes", "runtime"}
     assert report["run_name"] == "demo"
     # One evaluation protocol for every round (inference_eval), stated in the report.
     assert [g["rounds"] for g in report["protocols"]] == [[1, 2, 3, 4]]
