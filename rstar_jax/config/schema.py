@@ -464,12 +464,13 @@ class LoggingConfig:
 class RuntimeConfig:
     """Process-wide settings applied before JAX starts (utils/xla_flags.py)."""
 
-    # XLA:CPU flags that make CPU numbers bit-identical across x86-64 hosts
-    # (no YNNPACK kernels picked by the host's instruction set, single-
-    # threaded Eigen, code for AVX2 at most). Read by `rstar-jax evolve`
-    # before JAX starts; the demo sets it (issue 26: its base model differed
-    # between hosts). Off by default: on an accelerator it changes nothing,
-    # and on a CPU it costs speed (benchmarks/RESULTS.md, determinism).
+    # Pins XLA:CPU's summation order so CPU numbers are bit-identical across
+    # x86-64 hosts (no YNNPACK kernels picked by the host's instruction set,
+    # XLA code for AVX2 at most, a one-thread intra-op pool). Read by
+    # `rstar-jax evolve` before JAX starts; the demo sets it (issue 26: its
+    # base model differed between hosts). Off by default: on an accelerator
+    # it changes nothing. Proof, cost and the limits of what it can pin
+    # (Eigen's cache-sized blocks): benchmarks/RESULTS.md, determinism.
     xla_cpu_deterministic: bool = False
 
 

@@ -168,9 +168,11 @@ def runtime_settings() -> Dict[str, object]:
 
 def runtime_markdown(settings: Dict[str, object]) -> str:
     """One report paragraph saying under which CPU settings its numbers came."""
-    pin = ("pinned (runtime.xla_cpu_deterministic: the same numbers on any x86-64 host)"
+    pin = ("pinned (runtime.xla_cpu_deterministic: no YNNPACK, AVX2 code, one intra-op "
+           "thread; the same numbers on x86-64 hosts whose caches block Eigen's sums alike)"
            if settings.get("xla_cpu_deterministic") else
            "not pinned (numbers may differ in the last bits on another host, and grow from there)")
     return (f"\nRuntime: XLA:CPU rounding {pin}; XLA_FLAGS `{settings.get('xla_flags') or ''}`; "
-            f"jax {settings.get('jax', '?')}; {settings.get('cpu')} "
+            f"jax {settings.get('jax', '?')}; intra-op threads {settings.get('intra_op_threads')}; "
+            f"{settings.get('cpu')} "
             f"({', '.join(settings.get('cpu_isa') or [])}), {settings.get('cores')} cores.\n")
