@@ -508,6 +508,20 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """Process-wide settings applied before JAX starts (utils/xla_flags.py)."""
+
+    # Pins XLA:CPU's summation order so CPU numbers are bit-identical across
+    # x86-64 hosts (no YNNPACK kernels picked by the host's instruction set,
+    # XLA code for AVX2 at most, a one-thread intra-op pool). Read by
+    # `rstar-jax evolve` before JAX starts; the demo sets it (issue 26: its
+    # base model differed between hosts). Off by default: on an accelerator
+    # it changes nothing. Proof, cost and the limits of what it can pin
+    # (Eigen's cache-sized blocks): benchmarks/RESULTS.md, determinism.
+    xla_cpu_deterministic: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one command."""
 
@@ -526,6 +540,7 @@ class Config:
     inference_eval: InferenceEvalConfig = field(default_factory=InferenceEvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 # Values restricted to a closed set, checked after type validation.

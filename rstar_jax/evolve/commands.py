@@ -13,7 +13,20 @@ def _evolve(args: argparse.Namespace) -> int:
     from rstar_jax.utils.logging import setup_logging
 
     check_out_dir(args.out)
-    setup_logging(load_config(args.config, args.overrides).logging.level)  # refuses bad values
+    cfg = load_config(args.config, args.overrides)  # refuses bad values
+    setup_logging(cfg.logging.level)
+    if cfg.runtime.xla_cpu_deterministic:
+        # Before anything starts JAX's backend: XLA reads its flags once, and
+        # the intra-op pool takes its size from the cores usable at that moment.
+        import jax
+
+        from rstar_jax.models.mesh import maybe_initialize_distributed
+        from rstar_jax.utils.xla_flags import one_intra_op_thread, pin_cpu_numerics
+
+        pin_cpu_numerics(True)
+        with one_intra_op_thread():
+            maybe_initialize_distributed(cfg.mesh.distributed)  # must precede the backend
+            jax.devices()
     from rstar_jax.evolve.context import MissingInput
     from rstar_jax.evolve.runner import run_evolve
 

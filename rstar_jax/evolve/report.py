@@ -462,11 +462,14 @@ def _plots(run_dir: str, report: Dict[str, Any]) -> None:
 
 def write_report(run_dir: str, plan, echo: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
     """Writes report.json, report.md and the PNGs; echoes the table; returns the report."""
+    from rstar_jax.utils.xla_flags import runtime_markdown, runtime_settings
+
     report = build_report(run_dir, plan)
+    report["runtime"] = runtime_settings()  # what decides CPU rounding (issue 26)
     atomic_write_json(os.path.join(run_dir, "report.json"), report)
     tmp = os.path.join(run_dir, "report.md.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(_markdown(report))
+        f.write(_markdown(report) + runtime_markdown(report["runtime"]))
     os.replace(tmp, os.path.join(run_dir, "report.md"))
     try:
         _plots(run_dir, report)

@@ -39,7 +39,7 @@ def test_reduced_embedded_run(tmp_path):
             assert m["stage"] == name and m["round"] == rnd and m["timings"]["wall_s"] >= 0
     report = json.loads((run / "report.json").read_text())
     assert set(report) == {"run_name", "base", "rounds", "sets", "intervals", "protocols", "wall_s",
-                           "notes"}
+                           "notes", "runtime"}
     # The demo evaluates its own test split only (eval.benchmarks: []).
     assert report["sets"] == ["test"] and report["base"]["benchmarks"]["test"]["n"] == 8
     assert report["run_name"] == "demo"
