@@ -21,7 +21,7 @@ import pytest
 from rstar_jax.config import MeshConfig, load_config
 from rstar_jax.config.schema import DEFAULT_TRAINING_RULES
 from rstar_jax.models import ArchConfig, make_mesh
-from rstar_jax.utils.step_memory import step_memory
+from rstar_jax.training.step_memory import step_memory
 from testutil import REPO
 
 SEQ = 512
