@@ -113,6 +113,7 @@ class DecodeCore:
             self.row_buckets[c] = (power_of_two_rows(most) if prefill_rows is None
                                    else sorted({r for r in prefill_rows if 0 < r < most} | {most}))
         self.mesh, self.rules = mesh, dict(rules or {})
+        self.copied_bytes = 0  # KV bytes moved between slots / into slots (benchmarks)
         self.graphdef, params = nnx.split(policy)
         self.params = self._place_params(params)
         self._empty = jax.jit(self._empty_fn, static_argnames=("length",))
@@ -358,8 +359,14 @@ class DecodeCore:
         src, dst = np.zeros(n, np.int32), np.zeros(n, np.int32)
         for k, (a, b) in enumerate(pairs):
             src[k], dst[k] = a, b
+        self.copied_bytes += len(pairs) * self._row_bytes(self.cache_length)
         with self._ctx():
             self.state = self._copy(self.state, src, dst, np.int32(len(pairs)))
+
+    def _row_bytes(self, length: int) -> int:
+        """Bytes of `length` cache rows of one slot, all layers, keys and values."""
+        a = self.arch
+        return 2 * a.num_layers * a.num_kv_heads * length * a.head_dim * jnp.dtype(a.dtype).itemsize
 
     def _copy_fn(self, state, src, dst, count):
         a = self.arch
@@ -381,6 +388,7 @@ class DecodeCore:
     def extract(self, slot: int, length: int):
         """A copy of a slot's KV rows `[0, length)`: `[1, K, length, Dh]` per layer
         (a `Prefill.kv`, for the prefix cache or candidates placed later)."""
+        self.copied_bytes += self._row_bytes(length)
         with self._ctx():
             return self._extract(self.state, jnp.int32(slot), length=length)
 
@@ -392,6 +400,7 @@ class DecodeCore:
 
     def seed_slot(self, kv, slot: int) -> None:
         """Copies a `Prefill.kv` into a slot's first rows (a prefix-cache hit)."""
+        self.copied_bytes += self._row_bytes(int(kv[0][0].shape[2]))
         with self._ctx():
             self.state = self._seed_slot(self.state, kv, jnp.int32(slot))
 
@@ -408,6 +417,8 @@ class DecodeCore:
                        temperature=float(params.temperature), top_p=float(params.top_p),
                        top_k=int(params.top_k), seed=int(params.seed) & 0x7FFFFFFF,
                        candidate=candidate)
+        if kv is not None:
+            self.copied_bytes += self._row_bytes(int(kv[0][0].shape[2]))
         with self._ctx():
             self.state = self._insert(self.state, kv, jnp.int32(slot),
                                       {k: jnp.asarray(v) for k, v in scalars.items()})
@@ -443,7 +454,7 @@ class DecodeCore:
         packed.copy_to_host_async()
         return packed
 
-    def _decode_fn(self, params, state, tables):
+    def _decode_fn(self, params, state, tables, pages=None):
         next_state, match_bits, eos_ids = tables
         policy = nnx.merge(self.graphdef, params)
         n, steps = self.num_slots, self.steps
@@ -455,7 +466,8 @@ class DecodeCore:
 
         def step(t, carry):
             st, out = carry
-            logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"])
+            logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"],
+                                   pages=pages)
             tok, lp = sample(logits[:, 0], None, st["temperature"], st["top_k"], st["top_p"],
                              uniforms=draws[t])
             run = st["active"]

@@ -47,7 +47,8 @@ from rstar_jax.inference.core import (
     states_needed,
     stop_tables_for,
 )
-from rstar_jax.inference.prefix_cache import PrefixCache
+from rstar_jax.inference.paged import PagedCore, PoolFullError
+from rstar_jax.inference.prefix_cache import PagePrefixCache, PrefixCache
 from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -147,11 +148,20 @@ class Engine:
         max_seq_len = min(cfg.max_seq_len, policy.arch.max_position_embeddings)
         if cfg.compilation_cache_dir:
             enable_compilation_cache(cfg.compilation_cache_dir)
-        self.core = DecodeCore(policy, num_slots=cfg.num_slots, max_seq_len=max_seq_len,
-                               buckets=cfg.prefill_buckets, steps_per_call=cfg.decode_steps_per_call,
-                               mesh=mesh, rules=rules, prefill_tokens=cfg.prefill_tokens,
-                               prefill_chunk=cfg.prefill_chunk, prefill_rows=cfg.prefill_row_buckets)
-        self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
+        core_kw = dict(num_slots=cfg.num_slots, max_seq_len=max_seq_len,
+                       buckets=cfg.prefill_buckets, steps_per_call=cfg.decode_steps_per_call,
+                       mesh=mesh, rules=rules, prefill_tokens=cfg.prefill_tokens,
+                       prefill_chunk=cfg.prefill_chunk, prefill_rows=cfg.prefill_row_buckets)
+        self.paged = cfg.kv_layout == "paged"
+        self._slot_pages: Dict[int, List[int]] = {}  # paged: the pages each slot holds
+        if self.paged:
+            self.core = PagedCore(policy, page_size=cfg.page_size, num_pages=cfg.num_pages, **core_kw)
+            self.prefix_cache = (PagePrefixCache(self.core.pool, cfg.page_size,
+                                                 max(1, cfg.prefix_cache_tokens // cfg.page_size))
+                                 if cfg.prefix_cache else None)
+        else:
+            self.core = DecodeCore(policy, **core_kw)
+            self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
         self._eos = eos_array(tokenizer)
         self._stops: List[str] = []
         self._tables = None
@@ -219,7 +229,7 @@ class Engine:
         if not ctx:
             return Prefill(ids, None)
         start, prefix_kv = 0, None
-        if self.prefix_cache is not None:
+        if self.prefix_cache is not None and not self.paged:  # paged: `generate` shares pages
             hit = self.prefix_cache.lookup(ctx)
             if hit is not None:
                 prefix_kv, start = hit
@@ -229,7 +239,7 @@ class Engine:
         if prefix_kv is not None:
             length = max(length, int(prefix_kv[0][0].shape[2]))
         kv = self.core.prefill_kv(np.asarray(ctx, np.int32), start, prefix_kv, length)
-        if self.prefix_cache is not None:
+        if self.prefix_cache is not None and not self.paged:
             self.prefix_cache.insert(ctx, kv, cost=length)
         return Prefill(ids, kv)
 
@@ -238,6 +248,17 @@ class Engine:
         """Arms `slot` to continue `prefill`'s prompt as candidate `candidate`."""
         mask = self.stop_mask(params.stop) if stop_mask is None else stop_mask
         self.core.ensure_cache_length(max(prefill.length, prefill.num_tokens))
+        if self.paged:  # the explicit API copies the prefill into the slot's own pages
+            self._release_slot(slot)
+            need = max(prefill.length // self.core.page_size,
+                       self._pages_needed(prefill.num_tokens, params.max_new_tokens))
+            pages = self._alloc(need)
+            if pages is None:
+                raise PoolFullError(f"slot {slot} needs {need} pages; the pool has {self.core.pool.free} "
+                                    f"free of {self.core.num_pages - 1} (engine.num_pages)")
+            self._give_pages(slot, pages)
+            if prefill.kv is not None:
+                self.core.write_kv(prefill.kv, pages)
         self.core.insert(prefill.kv, slot, token=prefill.token_ids[-1], pos=prefill.num_tokens - 1,
                          max_new=params.max_new_tokens, stop_mask=mask, params=params,
                          candidate=candidate)
@@ -286,6 +307,8 @@ class Engine:
 
     def free(self, slot: int) -> None:
         self.core.free(slot)
+        if self.paged:
+            self._release_slot(slot)
         self.slot_jobs.pop(slot, None)
         if slot not in self.free_slots:
             self.free_slots.append(slot)
@@ -308,6 +331,14 @@ class Engine:
         for r in reqs:
             check_params(r.params)
         encoded = [self.encode(r.prompt) for r in reqs]
+        if self.paged:
+            usable = self.core.num_pages - 1
+            for ids, r in zip(encoded, reqs):
+                need = self._pages_needed(len(ids), r.params.max_new_tokens)
+                if need > usable:
+                    raise ValueError(f"a candidate of a {len(ids)}-token prompt with max_new_tokens="
+                                     f"{r.params.max_new_tokens} needs {need} pages; the pool has "
+                                     f"{usable} (raise engine.num_pages)")
         masks = [self.stop_mask(r.params.stop) for r in reqs]
         results: List[List[Optional[Completion]]] = [[None] * r.params.n for r in reqs]
         run = _Run(reqs, encoded, masks)
@@ -340,6 +371,9 @@ class Engine:
         prefill task (seeded from the prefix cache when it can be); its other
         candidates placed meanwhile follow it (a copy of the slot once the
         prompt is in); later ones are seeded from a saved copy of its KV."""
+        if self.paged:
+            self._place_paged(run)
+            return
         while run.pending and self.free_slots:
             i, j = run.pending.popleft()
             run.remaining[i] -= 1
@@ -401,6 +435,9 @@ class Engine:
             self._arm(run)
 
     def _finish_tasks(self, run: _Run, tasks) -> None:
+        if self.paged:
+            self._finish_tasks_paged(run, tasks)
+            return
         pairs = []
         for task in tasks:
             i = task.request
@@ -444,7 +481,117 @@ class Engine:
                 job.done = True
                 results[job.request][job.candidate] = self._completion(job, int(ends[-1]))
                 del self.slot_jobs[slot]
+                if self.paged:
+                    self._release_slot(slot)
                 self.free_slots.append(slot)
+
+    # ----- paged layout: page ownership ---------------------------------------
+    def _pages_needed(self, prompt_len: int, max_new: int) -> int:
+        """Pages one candidate writes: context, its last prompt token and up to
+        `max_new` tokens, capped at max_seq_len (all reserved when placed, so
+        a running slot never waits for a page)."""
+        tokens = min(prompt_len - 1 + max_new, self.max_seq_len)
+        return -(-tokens // self.core.page_size)
+
+    def _alloc(self, n: int) -> Optional[List[int]]:
+        """`n` fresh pages, evicting prefix-cache pages while the pool is short."""
+        pool = self.core.pool
+        while pool.free < n and self.prefix_cache is not None and self.prefix_cache.evict_one():
+            pass
+        return pool.alloc(n)
+
+    def _give_pages(self, slot: int, pages: List[int]) -> None:
+        self._slot_pages[slot] = list(pages)
+        self.core.set_pages(slot, pages)
+
+    def _release_slot(self, slot: int) -> None:
+        pages = self._slot_pages.pop(slot, None)
+        if pages:
+            self.core.pool.release(pages)
+        self.core.set_pages(slot, [])
+        self.core.armed[slot] = False
+
+    def _place_paged(self, run: _Run) -> None:
+        """`_place` for the paged layout: a candidate gets a slot only with its
+        pages (else it waits in `pending` until running slots free some). Its
+        context's full pages are shared (the lead's, a saved wave's or the
+        prefix cache's); the partly filled last page is copied (now from the
+        cache or a saved wave, or when the lead's prefill is done)."""
+        ps, pool = self.core.page_size, self.core.pool
+        copies: list = []
+        unpin: list = []
+        while run.pending and self.free_slots:
+            i, j = run.pending[0]
+            ids = run.encoded[i]
+            ctx_len = len(ids) - 1
+            full = ctx_len // ps
+            total = self._pages_needed(len(ids), run.reqs[i].params.max_new_tokens)
+            hit, partial, done = None, None, 0
+            if i in run.tasks:
+                shared = [int(p) for p in self.core.table[run.tasks[i].slot, :full]]
+            elif i in run.saved:
+                shared = run.saved[i][:full]
+                partial = (run.saved[i][full], ctx_len - full * ps) if ctx_len % ps else None
+            else:
+                shared = []
+                if self.prefix_cache is not None and ctx_len:
+                    hit = self.prefix_cache.lookup(ids[:-1])
+                if hit is not None:
+                    shared, partial, done = hit
+            pin = list(shared) + ([partial[0]] if partial else [])
+            pool.incref(pin)  # before `_alloc`: its evictions must not free them
+            fresh = self._alloc(total - len(shared))
+            if fresh is None:
+                pool.release(pin)
+                if hit is not None:
+                    self.prefix_cache.hits -= 1
+                    self.prefix_cache.reused_tokens -= done
+                if not (self.slot_jobs or run.tasks or run.ready or copies):
+                    raise RuntimeError(f"page pool of {pool.num_pages - 1} pages cannot place a candidate "
+                                       f"needing {total - len(shared)}: {pool.free} free with nothing "
+                                       "running (raise engine.num_pages)")
+                break  # waits for running slots to free pages
+            run.pending.popleft()
+            run.remaining[i] -= 1
+            slot = self.free_slots.pop(0)
+            self._give_pages(slot, shared + fresh)
+            unpin.extend(pin[len(shared):])  # the shared pages' references now belong to the slot
+            if partial:
+                copies.append((partial[0], fresh[0]))
+            if i in run.tasks:
+                run.tasks[i].members.append((slot, j))
+            elif i in run.saved:
+                run.ready.append((slot, i, j))
+                if not run.remaining[i]:
+                    unpin.extend(run.saved.pop(i))
+            else:
+                task = _Task(i, slot, np.asarray(ids[:-1], np.int32), done, [(slot, j)])
+                task.cached = bool(ctx_len) and done == ctx_len
+                run.tasks[i] = task
+                run.queue.append(task)
+        if copies:
+            self.core.copy_pages(copies)
+        pool.release(unpin)  # after the copies that read them are queued
+
+    def _finish_tasks_paged(self, run: _Run, tasks) -> None:
+        ps = self.core.page_size
+        pairs = []
+        for task in tasks:
+            i = task.request
+            del run.tasks[i]
+            lead = self._slot_pages[task.slot]
+            ctx_len, full = len(task.ctx), len(task.ctx) // ps
+            used = lead[: -(-ctx_len // ps)]
+            if self.prefix_cache is not None and ctx_len and not task.cached:
+                self.prefix_cache.insert(task.ctx, used)
+            if run.remaining[i]:
+                self.core.pool.incref(used)  # pinned for the candidates of later waves
+                run.saved[i] = list(used)
+            if ctx_len % ps:
+                pairs.extend((lead[full], self._slot_pages[slot][full]) for slot, _ in task.members[1:])
+            run.ready.extend((slot, i, j) for slot, j in task.members)
+        if pairs:
+            self.core.copy_pages(pairs)
 
     def _decode_text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False,

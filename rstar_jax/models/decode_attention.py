@@ -93,6 +93,23 @@ def decode_attention(q: Array, ck: Array, cv: Array, positions: Array, dtype) ->
     return full_decode_attention(q, ck.astype(dtype), cv.astype(dtype), mask, dh, dtype)
 
 
+def gather_pages(pool: Array, pages: Array) -> Array:
+    """Each row's pages as a dense cache: `[P, K, ps, Dh]` through `[B, M]` ->
+    `[B, K, M * ps, Dh]` (an XLA gather)."""
+    _, kh, ps, dh = pool.shape
+    b, m = pages.shape
+    rows = jnp.take(pool, pages, axis=0, mode="clip")  # [B, M, K, ps, Dh]
+    return jnp.transpose(rows, (0, 2, 1, 3, 4)).reshape(b, kh, m * ps, dh)
+
+
+def paged_decode_attention(q: Array, pool_k: Array, pool_v: Array, pages: Array, positions: Array,
+                           dtype) -> Array:
+    """`[B, K, G, Dh]` attention of one query per row over its pages: q
+    `[B, K, G, Dh]`, pools `[P, K, ps, Dh]`, page tables `[B, M]`."""
+    ck, cv = gather_pages(pool_k, pages), gather_pages(pool_v, pages)
+    return decode_attention(q, ck, cv, positions, dtype)
+
+
 def _auto_path(q, ck, dtype) -> str:
     backend = jax.default_backend()
     if backend == "cpu":
