@@ -42,6 +42,7 @@ from flax import nnx
 from rstar_jax.inference import stops as stops_lib
 from rstar_jax.inference.sampling import sample, slot_uniforms
 from rstar_jax.inference.types import SamplingParams
+from rstar_jax.models import decode_attention as attention_paths
 from rstar_jax.models.decode_attention import paths_used
 
 log = logging.getLogger(__name__)
@@ -114,13 +115,15 @@ class DecodeCore:
                                    else sorted({r for r in prefill_rows if 0 < r < most} | {most}))
         self.mesh, self.rules = mesh, dict(rules or {})
         self.copied_bytes = 0  # KV bytes moved between slots / into slots (benchmarks)
+        self.attention_used: dict = {}  # the decode attention paths this core traced
         self.graphdef, params = nnx.split(policy)
         self.params = self._place_params(params)
         self._empty = jax.jit(self._empty_fn, static_argnames=("length",))
         self._seed = jax.jit(self._seed_fn, static_argnames=("length",))
         self._chunk = jax.jit(self._chunk_fn, donate_argnums=(1,))
         self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
-        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,))
+        # A forced attention path is part of the key: forcing another one retraces.
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("path",))
         self._grow = jax.jit(self._grow_fn, static_argnames=("length",))  # pad cannot alias
         self._zeros = jax.jit(self._zeros_fn, static_argnames=("length",))
         self._free = jax.jit(self._free_fn, donate_argnums=(0,))
@@ -133,11 +136,17 @@ class DecodeCore:
 
     # ----- sharding -------------------------------------------------------
     def _ctx(self):
+        """Around every device call: the mesh's sharding rules, and this core's
+        record of the attention paths its traces take."""
         import contextlib
 
         from rstar_jax.models.sharding import sharding_context
 
-        return sharding_context(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        if self.mesh is not None:
+            stack.enter_context(sharding_context(self.mesh, self.rules))
+        stack.enter_context(attention_paths.recording(self.attention_used))
+        return stack
 
     def _sharding(self, axes, shape):
         from jax.sharding import NamedSharding
@@ -162,6 +171,19 @@ class DecodeCore:
         axes = ("cache_batch", "cache_heads", "cache_length", "cache_head_dim")
         return [tuple(jax.lax.with_sharding_constraint(a, self._sharding(axes, a.shape)) for a in kv)
                 for kv in cache]
+
+    def planned_attention(self) -> str:
+        """The decode attention path this core's steps take here (at the
+        largest cache length), for the log line each engine writes at start."""
+        a = self.arch
+        q = (self.num_slots, a.num_kv_heads, a.num_heads // a.num_kv_heads, a.head_dim)
+        with self._ctx():
+            return attention_paths.planned_path(
+                q, a.dtype, cache_shape=(self.num_slots, a.num_kv_heads, self.max_seq_len, a.head_dim))
+
+    def attention_paths_used(self) -> dict:
+        """`{path: [shapes]}` this core's decode steps traced (not the process's)."""
+        return paths_used(self.attention_used)
 
     # ----- state ----------------------------------------------------------
     def _init_state(self, length: int) -> dict:
@@ -241,7 +263,7 @@ class DecodeCore:
         self.reset()
         out = {k: {"shapes": n, "seconds": round(t, 3)} for k, (n, t) in report.items()}
         out["total_seconds"] = round(sum(t for _, t in report.values()), 3)
-        out["decode_attention"] = paths_used()  # which path each traced shape took
+        out["decode_attention"] = paths_used(self.attention_used)  # the path of each traced shape
         log.info("engine warmup: %s", out)
         return out
 
@@ -450,11 +472,13 @@ class DecodeCore:
         """Runs `steps` decode steps; returns packed `[N, T, 3]` float32 (token,
         log-prob, end code) still on device, its host copy already started."""
         with self._ctx():
-            self.state, packed = self._decode(self.params, self.state, tables)
+            self.state, packed = self._decode(self.params, self.state, tables,
+                                              path=attention_paths.forced_path())
         packed.copy_to_host_async()
         return packed
 
-    def _decode_fn(self, params, state, tables, pages=None):
+    def _decode_fn(self, params, state, tables, pages=None, *, path=None):
+        del path  # only the jit key: the trace reads the forced path itself
         next_state, match_bits, eos_ids = tables
         policy = nnx.merge(self.graphdef, params)
         n, steps = self.num_slots, self.steps

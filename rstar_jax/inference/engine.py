@@ -162,6 +162,9 @@ class Engine:
         else:
             self.core = DecodeCore(policy, **core_kw)
             self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
+        # Once per engine, so every command that generates (search, evaluate,
+        # sample) says at start which attention its decode runs.
+        log.info("engine: %s KV layout, decode attention %s", cfg.kv_layout, self.core.planned_attention())
         self._eos = eos_array(tokenizer)
         self._stops: List[str] = []
         self._tables = None
@@ -299,6 +302,10 @@ class Engine:
         if stops:
             self.stop_mask(stops)
         return self.core.warmup(self._tables, max_len)
+
+    def attention_paths(self) -> dict:
+        """`{path: [shapes]}` of the decode attention this engine traced."""
+        return self.core.attention_paths_used()
 
     def decode(self) -> np.ndarray:
         """One device call of `decode_steps_per_call` steps; packed `[N, T, 3]`

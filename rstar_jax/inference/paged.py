@@ -1,6 +1,7 @@
 """The paged KV layout of the engine (issue 24, `engine.kv_layout=paged`).
 
-Every layer's cache is a pool of pages `[P, K, page_size, Dh]`; slot s reads
+Every layer's cache is a pool of pages `[K, P, page_size, Dh]` (heads first:
+the layout of jax's paged-attention kernels, so no step transposes the pool); slot s reads
 and writes position p in page `table[s, p // page_size]`. The host owns the
 page tables and a reference count per page (`PagePool`): a node's n
 candidates point at their prompt's full pages (one reference each) and get
@@ -35,6 +36,7 @@ from flax import nnx
 
 from rstar_jax.inference.core import PAD_POSITION, DecodeCore, bucket
 from rstar_jax.inference.types import SamplingParams
+from rstar_jax.models import decode_attention as attention_paths
 from rstar_jax.models.decode_attention import paths_used
 
 
@@ -120,7 +122,7 @@ class PagedCore(DecodeCore):
     def _constrain_cache(self, cache):
         if self.mesh is None:
             return cache
-        axes = (None, "cache_heads", None, "cache_head_dim")
+        axes = ("cache_heads", None, None, "cache_head_dim")
         return [tuple(jax.lax.with_sharding_constraint(a, self._sharding(axes, a.shape)) for a in kv)
                 for kv in cache]
 
@@ -128,7 +130,7 @@ class PagedCore(DecodeCore):
         del length  # the pool's size is fixed; the view grows on the host
         state = super()._zeros_fn(length=self.page_size)
         a = self.arch
-        shape = (self.num_pages, a.num_kv_heads, self.page_size, a.head_dim)
+        shape = (a.num_kv_heads, self.num_pages, self.page_size, a.head_dim)
         pool = [(jnp.zeros(shape, a.dtype), jnp.zeros(shape, a.dtype)) for _ in range(a.num_layers)]
         return {**state, "cache": self._constrain_cache(pool)}
 
@@ -154,6 +156,14 @@ class PagedCore(DecodeCore):
     def set_pages(self, slot: int, pages: Sequence[int]) -> None:
         self.table[slot] = 0
         self.table[slot, : len(pages)] = pages
+
+    def planned_attention(self) -> str:
+        a = self.arch
+        q = (self.num_slots, a.num_kv_heads, a.num_heads // a.num_kv_heads, a.head_dim)
+        with self._ctx():
+            return attention_paths.planned_path(
+                q, a.dtype, pool_shape=(a.num_kv_heads, self.num_pages, self.page_size, a.head_dim),
+                pages_shape=self.table.shape)
 
     # ----- device calls ---------------------------------------------------
     def prefill_rows(self, rows, *, num_rows: Optional[int] = None,
@@ -190,7 +200,7 @@ class PagedCore(DecodeCore):
                 self.state = self._copy_pages(self.state, src, dst)
 
     def _copy_pages_fn(self, state, src, dst):
-        cache = [tuple(buf.at[dst].set(jnp.take(buf, src, axis=0, mode="clip"), mode="drop")
+        cache = [tuple(buf.at[:, dst].set(jnp.take(buf, src, axis=1, mode="clip"), mode="drop")
                        for buf in layer) for layer in state["cache"]]
         return {**state, "cache": self._constrain_cache(cache)}
 
@@ -210,8 +220,8 @@ class PagedCore(DecodeCore):
         for layer, pl in zip(state["cache"], kv):
             pair = []
             for buf, p in zip(layer, pl):
-                rows = p[0].reshape(a.num_kv_heads, -1, ps, a.head_dim).transpose(1, 0, 2, 3)
-                pair.append(buf.at[ids].set(rows.astype(buf.dtype), mode="drop"))
+                rows = p[0].reshape(a.num_kv_heads, -1, ps, a.head_dim)
+                pair.append(buf.at[:, ids].set(rows.astype(buf.dtype), mode="drop"))
             cache.append(tuple(pair))
         return {**state, "cache": self._constrain_cache(cache)}
 
@@ -234,7 +244,8 @@ class PagedCore(DecodeCore):
         """As `DecodeCore.decode`; unarmed slots read and write the null page."""
         pages = self._view(np.where(self.armed[:, None], self.table, 0))
         with self._ctx():
-            self.state, packed = self._decode(self.params, self.state, tables, pages)
+            self.state, packed = self._decode(self.params, self.state, tables, pages,
+                                              path=attention_paths.forced_path())
         packed.copy_to_host_async()
         return packed
 
@@ -275,5 +286,5 @@ class PagedCore(DecodeCore):
         self.reset()
         out = {k: {"shapes": n, "seconds": round(t, 3)} for k, (n, t) in report.items()}
         out["total_seconds"] = round(sum(t for _, t in report.values()), 3)
-        out["decode_attention"] = paths_used()
+        out["decode_attention"] = paths_used(self.attention_used)
         return out

@@ -165,7 +165,7 @@ class Attention(nnx.Module):
         key blocks below the largest position (batched prefill straight into
         decode slots). Positions `>= S` mark padding: never written.
 
-        `pages [B, M]` (paged layout): the cache is a page pool `[P, K, ps, Dh]`
+        `pages [B, M]` (paged layout): the cache is a page pool `[K, P, ps, Dh]`
         and row b's position p lives in page `pages[b, p // ps]` at offset
         `p % ps`; positions `>= M * ps` are padding. The returned cache is the pool.
 
@@ -247,14 +247,15 @@ class Attention(nnx.Module):
 
 def write_pages(pool: Array, new: Array, pages: Array, positions: Array) -> Array:
     """Writes `new [B, T, K, Dh]` at `positions [B, T]` through the page
-    tables `pages [B, M]` into `pool [P, K, ps, Dh]`; positions past the
+    tables `pages [B, M]` into `pool [K, P, ps, Dh]`; positions past the
     table (padding) are dropped."""
-    num_pages, _, ps, _ = pool.shape
+    _, num_pages, ps, _ = pool.shape
     width = pages.shape[1]
     slot = positions // ps
     page = jnp.take_along_axis(pages, jnp.clip(slot, 0, width - 1), axis=1)
     page = jnp.where((positions >= 0) & (slot < width), page, num_pages)  # out of range: dropped
-    return pool.at[page, :, positions % ps].set(new.astype(pool.dtype), mode="drop")
+    rows = jnp.transpose(new, (2, 0, 1, 3)).astype(pool.dtype)  # [K, B, T, Dh]
+    return pool.at[:, page, positions % ps].set(rows, mode="drop")
 
 
 PREFILL_KEY_BLOCK = 128
