@@ -56,9 +56,10 @@ from rstar_jax.models.sharding import current_context
 log = logging.getLogger(__name__)
 Array = jax.Array
 
-DENSE_PATHS = ("full", "blocked", "pallas")
+PATHS = ("full", "blocked", "pallas")  # over a dense cache
+DENSE_PATHS = PATHS
 PAGED_KERNELS = ("paged_gpu", "paged_tpu")
-PATHS = (*DENSE_PATHS, "gather", *PAGED_KERNELS)
+PAGED_PATHS = ("gather", *PAGED_KERNELS)  # over a page pool
 DECODE_KEY_BLOCK = 128
 
 # (path or "auto", key block of the blocked path)
@@ -72,8 +73,9 @@ _RECORDER: contextvars.ContextVar = contextvars.ContextVar("decode_attention_rec
 def decode_attention_path(path: str = "auto", block: int = DECODE_KEY_BLOCK):
     """Within it, decode steps traced use `path` (``auto`` picks per backend)
     and the blocked path reads keys in blocks of `block`."""
-    if path not in ("auto", *PATHS):
-        raise ValueError(f"decode attention path {path!r} is not one of auto, {', '.join(PATHS)}")
+    if path not in ("auto", *PATHS, *PAGED_PATHS):
+        raise ValueError(f"decode attention path {path!r} is not one of auto, "
+                         f"{', '.join(PATHS + PAGED_PATHS)}")
     if block < 1:
         raise ValueError(f"decode attention key block must be >= 1, got {block}")
     token = _FORCED.set((path, int(block)))
