@@ -48,6 +48,7 @@ from rstar_jax.inference.core import (
     stop_tables_for,
 )
 from rstar_jax.inference.paged import PagedCore, PoolFullError
+from rstar_jax.inference.paged_schedule import PagedScheduling
 from rstar_jax.inference.prefix_cache import PagePrefixCache, PrefixCache
 from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
 
@@ -99,7 +100,9 @@ class _Run:
         self.remaining = collections.Counter(i for i, _ in self.pending)
         self.tasks: Dict[int, _Task] = {}
         self.queue: List[_Task] = []
-        self.saved: Dict[int, Prefill] = {}  # KV kept for candidates placed in later waves
+        # KV kept for candidates placed in later waves: a Prefill (dense), or
+        # the pinned pages of the context (paged).
+        self.saved: Dict[int, Union[Prefill, List[int]]] = {}
         self.ready: list = []  # (slot, request, candidate) with KV in place, to arm
 
 
@@ -131,7 +134,7 @@ def check_params(p: SamplingParams) -> None:
         raise ValueError("bad sampling parameters: " + ", ".join(problems))
 
 
-class Engine:
+class Engine(PagedScheduling):
     """Batched KV-cache generation for one policy model.
 
     Args:
@@ -226,7 +229,8 @@ class Engine:
         return ids
 
     def prefill(self, token_ids: Sequence[int]) -> Prefill:
-        """The KV of `token_ids[:-1]`, reusing the longest cached shared prefix."""
+        """The KV of `token_ids[:-1]`, reusing the longest cached shared prefix
+        (dense layout; the paged layout's prefix cache serves `generate`)."""
         ids = tuple(int(t) for t in token_ids)
         ctx = ids[:-1]
         if not ctx:
@@ -285,6 +289,9 @@ class Engine:
         run = _Run(reqs, [list(map(int, ids)) for ids in prompts_ids], [mask] * len(reqs))
         slots = self.free_slots[: len(reqs)]
         self._place(run)
+        if run.pending:  # paged: the pool cannot hold them all
+            raise PoolFullError(f"{len(run.pending)} of {len(reqs)} prompts did not fit the page pool "
+                                f"({self.core.pool.free} pages free); free slots or raise engine.num_pages")
         self._prefill_some(run, busy=False)
         for slot in slots:  # the caller reads `decode` itself: no host job records
             self.slot_jobs.pop(slot, None)
@@ -409,6 +416,10 @@ class Engine:
                 run.tasks[i] = task
                 run.queue.append(task)
 
+    @staticmethod
+    def _new_task(request, slot, ctx, done, members) -> _Task:
+        return _Task(request, slot, ctx, done, members)
+
     def _prefill_some(self, run: _Run, busy: bool) -> None:
         """Batched prefill calls over the queued tasks: one call while other
         slots are decoding (so a long prompt does not stall them), else until
@@ -491,114 +502,6 @@ class Engine:
                 if self.paged:
                     self._release_slot(slot)
                 self.free_slots.append(slot)
-
-    # ----- paged layout: page ownership ---------------------------------------
-    def _pages_needed(self, prompt_len: int, max_new: int) -> int:
-        """Pages one candidate writes: context, its last prompt token and up to
-        `max_new` tokens, capped at max_seq_len (all reserved when placed, so
-        a running slot never waits for a page)."""
-        tokens = min(prompt_len - 1 + max_new, self.max_seq_len)
-        return -(-tokens // self.core.page_size)
-
-    def _alloc(self, n: int) -> Optional[List[int]]:
-        """`n` fresh pages, evicting prefix-cache pages while the pool is short."""
-        pool = self.core.pool
-        while pool.free < n and self.prefix_cache is not None and self.prefix_cache.evict_one():
-            pass
-        return pool.alloc(n)
-
-    def _give_pages(self, slot: int, pages: List[int]) -> None:
-        self._slot_pages[slot] = list(pages)
-        self.core.set_pages(slot, pages)
-
-    def _release_slot(self, slot: int) -> None:
-        pages = self._slot_pages.pop(slot, None)
-        if pages:
-            self.core.pool.release(pages)
-        self.core.set_pages(slot, [])
-        self.core.armed[slot] = False
-
-    def _place_paged(self, run: _Run) -> None:
-        """`_place` for the paged layout: a candidate gets a slot only with its
-        pages (else it waits in `pending` until running slots free some). Its
-        context's full pages are shared (the lead's, a saved wave's or the
-        prefix cache's); the partly filled last page is copied (now from the
-        cache or a saved wave, or when the lead's prefill is done)."""
-        ps, pool = self.core.page_size, self.core.pool
-        copies: list = []
-        unpin: list = []
-        while run.pending and self.free_slots:
-            i, j = run.pending[0]
-            ids = run.encoded[i]
-            ctx_len = len(ids) - 1
-            full = ctx_len // ps
-            total = self._pages_needed(len(ids), run.reqs[i].params.max_new_tokens)
-            hit, partial, done = None, None, 0
-            if i in run.tasks:
-                shared = [int(p) for p in self.core.table[run.tasks[i].slot, :full]]
-            elif i in run.saved:
-                shared = run.saved[i][:full]
-                partial = (run.saved[i][full], ctx_len - full * ps) if ctx_len % ps else None
-            else:
-                shared = []
-                if self.prefix_cache is not None and ctx_len:
-                    hit = self.prefix_cache.lookup(ids[:-1])
-                if hit is not None:
-                    shared, partial, done = hit
-            pin = list(shared) + ([partial[0]] if partial else [])
-            pool.incref(pin)  # before `_alloc`: its evictions must not free them
-            fresh = self._alloc(total - len(shared))
-            if fresh is None:
-                pool.release(pin)
-                if hit is not None:
-                    self.prefix_cache.hits -= 1
-                    self.prefix_cache.reused_tokens -= done
-                if not (self.slot_jobs or run.tasks or run.ready or copies):
-                    raise RuntimeError(f"page pool of {pool.num_pages - 1} pages cannot place a candidate "
-                                       f"needing {total - len(shared)}: {pool.free} free with nothing "
-                                       "running (raise engine.num_pages)")
-                break  # waits for running slots to free pages
-            run.pending.popleft()
-            run.remaining[i] -= 1
-            slot = self.free_slots.pop(0)
-            self._give_pages(slot, shared + fresh)
-            unpin.extend(pin[len(shared):])  # the shared pages' references now belong to the slot
-            if partial:
-                copies.append((partial[0], fresh[0]))
-            if i in run.tasks:
-                run.tasks[i].members.append((slot, j))
-            elif i in run.saved:
-                run.ready.append((slot, i, j))
-                if not run.remaining[i]:
-                    unpin.extend(run.saved.pop(i))
-            else:
-                task = _Task(i, slot, np.asarray(ids[:-1], np.int32), done, [(slot, j)])
-                task.cached = bool(ctx_len) and done == ctx_len
-                run.tasks[i] = task
-                run.queue.append(task)
-        if copies:
-            self.core.copy_pages(copies)
-        pool.release(unpin)  # after the copies that read them are queued
-
-    def _finish_tasks_paged(self, run: _Run, tasks) -> None:
-        ps = self.core.page_size
-        pairs = []
-        for task in tasks:
-            i = task.request
-            del run.tasks[i]
-            lead = self._slot_pages[task.slot]
-            ctx_len, full = len(task.ctx), len(task.ctx) // ps
-            used = lead[: -(-ctx_len // ps)]
-            if self.prefix_cache is not None and ctx_len and not task.cached:
-                self.prefix_cache.insert(task.ctx, used)
-            if run.remaining[i]:
-                self.core.pool.incref(used)  # pinned for the candidates of later waves
-                run.saved[i] = list(used)
-            if ctx_len % ps:
-                pairs.extend((lead[full], self._slot_pages[slot][full]) for slot, _ in task.members[1:])
-            run.ready.extend((slot, i, j) for slot, j in task.members)
-        if pairs:
-            self.core.copy_pages(pairs)
 
     def _decode_text(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False,
