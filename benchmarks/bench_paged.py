@@ -2,6 +2,8 @@
 
     PYTHONPATH=. python benchmarks/bench_paged.py                 # CPU defaults
     PYTHONPATH=. python benchmarks/bench_paged.py --parts clone,live --out paged.json
+    PYTHONPATH=. python benchmarks/bench_paged.py --parts speed --dtype bfloat16 \
+        --model configs/models/qwen2.5-math-1.5b.yaml --batches 1,64,256   # a GPU/TPU
 
 Parts (`--parts`, default all):
   * ``clone``: KV bytes copied to put a node's 8 candidates into slots after
@@ -185,6 +187,7 @@ def speed_part(policy, tok, arch, rec, page_size, batches, reps):
         rec.put("speed_paged_over_dense", {"generate": best["paged"][0] / best["dense"][0],
                                            "decode": best["paged"][1] / best["dense"][1]}, b)
         rec.put("speed_tokens_identical", same, b)
+        rec.put("attention_paths", {layout: sorted(e.attention_paths()) for layout, e in engines.items()}, b)
         print(f"speed, batch {b}: generate dense {best['dense'][0]:.1f} / paged {best['paged'][0]:.1f} tok/s "
               f"({best['paged'][0] / best['dense'][0]:.3f}x), decode dense {best['dense'][1]:.1f} / paged "
               f"{best['paged'][1]:.1f} tok/s ({best['paged'][1] / best['dense'][1]:.3f}x), tokens identical: "
@@ -202,6 +205,8 @@ def main(argv=None):
                     help="model of the live part (counts do not depend on it; time does)")
     ap.add_argument("--parts", default="clone,live,speed")
     ap.add_argument("--page-size", type=int, default=16)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="params and compute (bfloat16 on a GPU/TPU: the paged kernels' dtype)")
     ap.add_argument("--budget", type=int, default=8 * 4096, help="live part: KV tokens of cache")
     ap.add_argument("--max-seq-len", type=int, default=4096, help="live part")
     ap.add_argument("--batches", default="1,16,64")
@@ -219,11 +224,12 @@ def main(argv=None):
 
     parts = args.parts.split(",")
     rec.put("setup", {"backend": jax.default_backend(), "jax": jax.__version__, "model": args.model,
-                      "live_model": args.live_model, "page_size": args.page_size, "cpus": os.cpu_count(),
+                      "live_model": args.live_model, "page_size": args.page_size, "dtype": args.dtype, "cpus": os.cpu_count(),
                       "load_avg_1min": os.getloadavg()[0]})
 
     def model(path):
-        over = [f"model.max_position_embeddings={max(args.max_seq_len, 2048)}"]
+        over = [f"model.max_position_embeddings={max(args.max_seq_len, 2048)}",
+                f"model.param_dtype={args.dtype}", f"model.compute_dtype={args.dtype}"]
         arch = ArchConfig.from_model_config(load_config(path, over).model)
         return init_model(Policy, arch, seed=0), word_tokenizer(arch.vocab_size), arch
 
