@@ -195,17 +195,22 @@ def _paged_kernel(path, q, pool_k, pool_v, pages, positions, dtype, *, interpret
     return out.reshape(b, kh, g, dh).astype(dtype)
 
 
-@functools.lru_cache(maxsize=64)
 def _auto_paged_path(q_shape, pool_shape, pages_shape, pool_dtype: str, dtype: str) -> str:
     """``gather`` on CPU (a measured choice: the dense pass XLA:CPU runs
-    fastest) and wherever jax's kernel for this backend does not compile
-    (a WARNING with the error); else that kernel."""
+    fastest), on a mesh of several devices, and wherever jax's kernel for
+    this backend does not compile (a WARNING with the error); else that kernel."""
     backend = jax.default_backend()
     if backend not in ("gpu", "tpu"):
         return "gather"
     ctx = current_context()
     if ctx is not None and ctx[0].size > 1:
         return "gather"  # a pallas_call is not split by the SPMD partitioner
+    return _paged_kernel_probe(backend, q_shape, pool_shape, pages_shape, pool_dtype, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _paged_kernel_probe(backend, q_shape, pool_shape, pages_shape, pool_dtype: str, dtype: str) -> str:
+    """The backend's paged kernel if it compiles for these shapes (once per shape)."""
     path = f"paged_{backend}"
     try:
         q = jax.ShapeDtypeStruct(q_shape, jnp.dtype(dtype))

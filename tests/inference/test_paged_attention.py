@@ -67,7 +67,7 @@ def test_tpu_kernel_matches_a_float64_softmax():
 
 def test_kernel_choice_per_backend_falls_back_with_a_warning(monkeypatch, caplog):
     assert da._auto_paged_path((4, K, G, DH), (K, P, PS, DH), (4, M), "float32", "float32") == "gather"
-    da._auto_paged_path.cache_clear()
+    da._paged_kernel_probe.cache_clear()
     monkeypatch.setattr(da.jax, "default_backend", lambda: "gpu")
     try:
         with caplog.at_level("WARNING"):  # the Triton kernel cannot compile on a CPU host
@@ -75,7 +75,7 @@ def test_kernel_choice_per_backend_falls_back_with_a_warning(monkeypatch, caplog
                                        "bfloat16") == "gather"
         assert any("paged_gpu paged attention unavailable" in r.getMessage() for r in caplog.records)
     finally:
-        da._auto_paged_path.cache_clear()
+        da._paged_kernel_probe.cache_clear()
 
 
 def test_each_engine_records_its_own_path_and_a_forced_path_retraces(policy, tokenizer):
