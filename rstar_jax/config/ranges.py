@@ -119,6 +119,8 @@ RANGES: Dict[str, Range] = {
     "engine.prefill_tokens": ONE_UP,
     "engine.prefill_chunk": ONE_UP,
     "engine.prefill_row_buckets": ONE_UP,
+    "engine.page_size": ONE_UP,
+    "engine.num_pages": NONNEG,
     "mcts.rollouts": ONE_UP,
     "mcts.candidates": ONE_UP,
     "mcts.max_depth": ONE_UP,

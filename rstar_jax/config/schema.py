@@ -180,6 +180,16 @@ class EngineConfig:
     # kernels round differently for different row counts): a resumed search
     # then rebuilds exactly the trees of an uninterrupted one.
     score_row_buckets: Optional[List[int]] = None
+    # KV cache layout (issue 24): `dense` keeps a `max_seq_len` row per slot;
+    # `paged` keeps a pool of `page_size`-token pages with a page table per
+    # slot, so a node's candidates share their prompt's pages (only the
+    # partly filled last page is copied) and the prefix cache holds pages by
+    # reference. `page_size` must divide every prefill bucket.
+    kv_layout: str = "dense"
+    page_size: int = 16
+    # Pages in the pool (paged layout); 0: as many as the dense cache of
+    # num_slots x max_seq_len holds. When it is full, new candidates wait.
+    num_pages: int = 0
 
 
 @dataclass(frozen=True)
@@ -552,6 +562,7 @@ CHOICES: Dict[str, tuple] = {
     "ppm.score_transform": ("none", "tanh", "tanh_scaled"),
     "mesh.distributed.enabled": ("auto", "on", "off"),
     "engine.truncation": ("error", "left", "right"),
+    "engine.kv_layout": ("dense", "paged"),
     "mcts.mode": ("mcts", "greedy", "best_of_n", "beam"),
     "mcts.terminal_value": ("gold", "ppm"),
     "mcts.answer_expansion": ("first_answer", "first_answer_and_steps", "all"),

@@ -42,6 +42,7 @@ from flax import nnx
 from rstar_jax.inference import stops as stops_lib
 from rstar_jax.inference.sampling import sample, slot_uniforms
 from rstar_jax.inference.types import SamplingParams
+from rstar_jax.models import decode_attention as attention_paths
 from rstar_jax.models.decode_attention import paths_used
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,16 @@ class DecodeCore:
             self.row_buckets[c] = (power_of_two_rows(most) if prefill_rows is None
                                    else sorted({r for r in prefill_rows if 0 < r < most} | {most}))
         self.mesh, self.rules = mesh, dict(rules or {})
+        self.copied_bytes = 0  # KV bytes moved between slots / into slots (benchmarks)
+        self.attention_used: dict = {}  # the decode attention paths this core traced
         self.graphdef, params = nnx.split(policy)
         self.params = self._place_params(params)
         self._empty = jax.jit(self._empty_fn, static_argnames=("length",))
         self._seed = jax.jit(self._seed_fn, static_argnames=("length",))
         self._chunk = jax.jit(self._chunk_fn, donate_argnums=(1,))
         self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
-        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,))
+        # A forced attention path is part of the key: forcing another one retraces.
+        self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("path",))
         self._grow = jax.jit(self._grow_fn, static_argnames=("length",))  # pad cannot alias
         self._zeros = jax.jit(self._zeros_fn, static_argnames=("length",))
         self._free = jax.jit(self._free_fn, donate_argnums=(0,))
@@ -132,11 +136,17 @@ class DecodeCore:
 
     # ----- sharding -------------------------------------------------------
     def _ctx(self):
+        """Around every device call: the mesh's sharding rules, and this core's
+        record of the attention paths its traces take."""
         import contextlib
 
         from rstar_jax.models.sharding import sharding_context
 
-        return sharding_context(self.mesh, self.rules) if self.mesh is not None else contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        if self.mesh is not None:
+            stack.enter_context(sharding_context(self.mesh, self.rules))
+        stack.enter_context(attention_paths.recording(self.attention_used))
+        return stack
 
     def _sharding(self, axes, shape):
         from jax.sharding import NamedSharding
@@ -161,6 +171,19 @@ class DecodeCore:
         axes = ("cache_batch", "cache_heads", "cache_length", "cache_head_dim")
         return [tuple(jax.lax.with_sharding_constraint(a, self._sharding(axes, a.shape)) for a in kv)
                 for kv in cache]
+
+    def planned_attention(self) -> str:
+        """The decode attention path this core's steps take here (at the
+        largest cache length), for the log line each engine writes at start."""
+        a = self.arch
+        q = (self.num_slots, a.num_kv_heads, a.num_heads // a.num_kv_heads, a.head_dim)
+        with self._ctx():
+            return attention_paths.planned_path(
+                q, a.dtype, cache_shape=(self.num_slots, a.num_kv_heads, self.max_seq_len, a.head_dim))
+
+    def attention_paths_used(self) -> dict:
+        """`{path: [shapes]}` this core's decode steps traced (not the process's)."""
+        return paths_used(self.attention_used)
 
     # ----- state ----------------------------------------------------------
     def _init_state(self, length: int) -> dict:
@@ -240,7 +263,7 @@ class DecodeCore:
         self.reset()
         out = {k: {"shapes": n, "seconds": round(t, 3)} for k, (n, t) in report.items()}
         out["total_seconds"] = round(sum(t for _, t in report.values()), 3)
-        out["decode_attention"] = paths_used()  # which path each traced shape took
+        out["decode_attention"] = paths_used(self.attention_used)  # the path of each traced shape
         log.info("engine warmup: %s", out)
         return out
 
@@ -358,8 +381,14 @@ class DecodeCore:
         src, dst = np.zeros(n, np.int32), np.zeros(n, np.int32)
         for k, (a, b) in enumerate(pairs):
             src[k], dst[k] = a, b
+        self.copied_bytes += len(pairs) * self._row_bytes(self.cache_length)
         with self._ctx():
             self.state = self._copy(self.state, src, dst, np.int32(len(pairs)))
+
+    def _row_bytes(self, length: int) -> int:
+        """Bytes of `length` cache rows of one slot, all layers, keys and values."""
+        a = self.arch
+        return 2 * a.num_layers * a.num_kv_heads * length * a.head_dim * jnp.dtype(a.dtype).itemsize
 
     def _copy_fn(self, state, src, dst, count):
         a = self.arch
@@ -381,6 +410,7 @@ class DecodeCore:
     def extract(self, slot: int, length: int):
         """A copy of a slot's KV rows `[0, length)`: `[1, K, length, Dh]` per layer
         (a `Prefill.kv`, for the prefix cache or candidates placed later)."""
+        self.copied_bytes += self._row_bytes(length)
         with self._ctx():
             return self._extract(self.state, jnp.int32(slot), length=length)
 
@@ -392,6 +422,7 @@ class DecodeCore:
 
     def seed_slot(self, kv, slot: int) -> None:
         """Copies a `Prefill.kv` into a slot's first rows (a prefix-cache hit)."""
+        self.copied_bytes += self._row_bytes(int(kv[0][0].shape[2]))
         with self._ctx():
             self.state = self._seed_slot(self.state, kv, jnp.int32(slot))
 
@@ -408,6 +439,8 @@ class DecodeCore:
                        temperature=float(params.temperature), top_p=float(params.top_p),
                        top_k=int(params.top_k), seed=int(params.seed) & 0x7FFFFFFF,
                        candidate=candidate)
+        if kv is not None:
+            self.copied_bytes += self._row_bytes(int(kv[0][0].shape[2]))
         with self._ctx():
             self.state = self._insert(self.state, kv, jnp.int32(slot),
                                       {k: jnp.asarray(v) for k, v in scalars.items()})
@@ -439,11 +472,13 @@ class DecodeCore:
         """Runs `steps` decode steps; returns packed `[N, T, 3]` float32 (token,
         log-prob, end code) still on device, its host copy already started."""
         with self._ctx():
-            self.state, packed = self._decode(self.params, self.state, tables)
+            self.state, packed = self._decode(self.params, self.state, tables,
+                                              path=attention_paths.forced_path())
         packed.copy_to_host_async()
         return packed
 
-    def _decode_fn(self, params, state, tables):
+    def _decode_fn(self, params, state, tables, pages=None, *, path=None):
+        del path  # only the jit key: the trace reads the forced path itself
         next_state, match_bits, eos_ids = tables
         policy = nnx.merge(self.graphdef, params)
         n, steps = self.num_slots, self.steps
@@ -455,7 +490,8 @@ class DecodeCore:
 
         def step(t, carry):
             st, out = carry
-            logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"])
+            logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"],
+                                   pages=pages)
             tok, lp = sample(logits[:, 0], None, st["temperature"], st["top_k"], st["top_p"],
                              uniforms=draws[t])
             run = st["active"]

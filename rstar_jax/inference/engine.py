@@ -47,7 +47,9 @@ from rstar_jax.inference.core import (
     states_needed,
     stop_tables_for,
 )
-from rstar_jax.inference.prefix_cache import PrefixCache
+from rstar_jax.inference.paged import PagedCore, PoolFullError
+from rstar_jax.inference.paged_schedule import PagedScheduling
+from rstar_jax.inference.prefix_cache import PagePrefixCache, PrefixCache
 from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,9 @@ class _Run:
         self.remaining = collections.Counter(i for i, _ in self.pending)
         self.tasks: Dict[int, _Task] = {}
         self.queue: List[_Task] = []
-        self.saved: Dict[int, Prefill] = {}  # KV kept for candidates placed in later waves
+        # KV kept for candidates placed in later waves: a Prefill (dense), or
+        # the pinned pages of the context (paged).
+        self.saved: Dict[int, Union[Prefill, List[int]]] = {}
         self.ready: list = []  # (slot, request, candidate) with KV in place, to arm
 
 
@@ -130,7 +134,7 @@ def check_params(p: SamplingParams) -> None:
         raise ValueError("bad sampling parameters: " + ", ".join(problems))
 
 
-class Engine:
+class Engine(PagedScheduling):
     """Batched KV-cache generation for one policy model.
 
     Args:
@@ -147,11 +151,23 @@ class Engine:
         max_seq_len = min(cfg.max_seq_len, policy.arch.max_position_embeddings)
         if cfg.compilation_cache_dir:
             enable_compilation_cache(cfg.compilation_cache_dir)
-        self.core = DecodeCore(policy, num_slots=cfg.num_slots, max_seq_len=max_seq_len,
-                               buckets=cfg.prefill_buckets, steps_per_call=cfg.decode_steps_per_call,
-                               mesh=mesh, rules=rules, prefill_tokens=cfg.prefill_tokens,
-                               prefill_chunk=cfg.prefill_chunk, prefill_rows=cfg.prefill_row_buckets)
-        self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
+        core_kw = dict(num_slots=cfg.num_slots, max_seq_len=max_seq_len,
+                       buckets=cfg.prefill_buckets, steps_per_call=cfg.decode_steps_per_call,
+                       mesh=mesh, rules=rules, prefill_tokens=cfg.prefill_tokens,
+                       prefill_chunk=cfg.prefill_chunk, prefill_rows=cfg.prefill_row_buckets)
+        self.paged = cfg.kv_layout == "paged"
+        self._slot_pages: Dict[int, List[int]] = {}  # paged: the pages each slot holds
+        if self.paged:
+            self.core = PagedCore(policy, page_size=cfg.page_size, num_pages=cfg.num_pages, **core_kw)
+            self.prefix_cache = (PagePrefixCache(self.core.pool, cfg.page_size,
+                                                 max(1, cfg.prefix_cache_tokens // cfg.page_size))
+                                 if cfg.prefix_cache else None)
+        else:
+            self.core = DecodeCore(policy, **core_kw)
+            self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
+        # Once per engine, so every command that generates (search, evaluate,
+        # sample) says at start which attention its decode runs.
+        log.info("engine: %s KV layout, decode attention %s", cfg.kv_layout, self.core.planned_attention())
         self._eos = eos_array(tokenizer)
         self._stops: List[str] = []
         self._tables = None
@@ -213,13 +229,14 @@ class Engine:
         return ids
 
     def prefill(self, token_ids: Sequence[int]) -> Prefill:
-        """The KV of `token_ids[:-1]`, reusing the longest cached shared prefix."""
+        """The KV of `token_ids[:-1]`, reusing the longest cached shared prefix
+        (dense layout; the paged layout's prefix cache serves `generate`)."""
         ids = tuple(int(t) for t in token_ids)
         ctx = ids[:-1]
         if not ctx:
             return Prefill(ids, None)
         start, prefix_kv = 0, None
-        if self.prefix_cache is not None:
+        if self.prefix_cache is not None and not self.paged:  # paged: `generate` shares pages
             hit = self.prefix_cache.lookup(ctx)
             if hit is not None:
                 prefix_kv, start = hit
@@ -229,7 +246,7 @@ class Engine:
         if prefix_kv is not None:
             length = max(length, int(prefix_kv[0][0].shape[2]))
         kv = self.core.prefill_kv(np.asarray(ctx, np.int32), start, prefix_kv, length)
-        if self.prefix_cache is not None:
+        if self.prefix_cache is not None and not self.paged:
             self.prefix_cache.insert(ctx, kv, cost=length)
         return Prefill(ids, kv)
 
@@ -238,6 +255,17 @@ class Engine:
         """Arms `slot` to continue `prefill`'s prompt as candidate `candidate`."""
         mask = self.stop_mask(params.stop) if stop_mask is None else stop_mask
         self.core.ensure_cache_length(max(prefill.length, prefill.num_tokens))
+        if self.paged:  # the explicit API copies the prefill into the slot's own pages
+            self._release_slot(slot)
+            need = max(prefill.length // self.core.page_size,
+                       self._pages_needed(prefill.num_tokens, params.max_new_tokens))
+            pages = self._alloc(need)
+            if pages is None:
+                raise PoolFullError(f"slot {slot} needs {need} pages; the pool has {self.core.pool.free} "
+                                    f"free of {self.core.num_pages - 1} (engine.num_pages)")
+            self._give_pages(slot, pages)
+            if prefill.kv is not None:
+                self.core.write_kv(prefill.kv, pages)
         self.core.insert(prefill.kv, slot, token=prefill.token_ids[-1], pos=prefill.num_tokens - 1,
                          max_new=params.max_new_tokens, stop_mask=mask, params=params,
                          candidate=candidate)
@@ -261,6 +289,9 @@ class Engine:
         run = _Run(reqs, [list(map(int, ids)) for ids in prompts_ids], [mask] * len(reqs))
         slots = self.free_slots[: len(reqs)]
         self._place(run)
+        if run.pending:  # paged: the pool cannot hold them all
+            raise PoolFullError(f"{len(run.pending)} of {len(reqs)} prompts did not fit the page pool "
+                                f"({self.core.pool.free} pages free); free slots or raise engine.num_pages")
         self._prefill_some(run, busy=False)
         for slot in slots:  # the caller reads `decode` itself: no host job records
             self.slot_jobs.pop(slot, None)
@@ -279,6 +310,10 @@ class Engine:
             self.stop_mask(stops)
         return self.core.warmup(self._tables, max_len)
 
+    def attention_paths(self) -> dict:
+        """`{path: [shapes]}` of the decode attention this engine traced."""
+        return self.core.attention_paths_used()
+
     def decode(self) -> np.ndarray:
         """One device call of `decode_steps_per_call` steps; packed `[N, T, 3]`
         float32 rows (token id, log-prob, end code; see `core`)."""
@@ -286,6 +321,8 @@ class Engine:
 
     def free(self, slot: int) -> None:
         self.core.free(slot)
+        if self.paged:
+            self._release_slot(slot)
         self.slot_jobs.pop(slot, None)
         if slot not in self.free_slots:
             self.free_slots.append(slot)
@@ -308,6 +345,14 @@ class Engine:
         for r in reqs:
             check_params(r.params)
         encoded = [self.encode(r.prompt) for r in reqs]
+        if self.paged:
+            usable = self.core.num_pages - 1
+            for ids, r in zip(encoded, reqs):
+                need = self._pages_needed(len(ids), r.params.max_new_tokens)
+                if need > usable:
+                    raise ValueError(f"a candidate of a {len(ids)}-token prompt with max_new_tokens="
+                                     f"{r.params.max_new_tokens} needs {need} pages; the pool has "
+                                     f"{usable} (raise engine.num_pages)")
         masks = [self.stop_mask(r.params.stop) for r in reqs]
         results: List[List[Optional[Completion]]] = [[None] * r.params.n for r in reqs]
         run = _Run(reqs, encoded, masks)
@@ -340,6 +385,9 @@ class Engine:
         prefill task (seeded from the prefix cache when it can be); its other
         candidates placed meanwhile follow it (a copy of the slot once the
         prompt is in); later ones are seeded from a saved copy of its KV."""
+        if self.paged:
+            self._place_paged(run)
+            return
         while run.pending and self.free_slots:
             i, j = run.pending.popleft()
             run.remaining[i] -= 1
@@ -367,6 +415,10 @@ class Engine:
                         self.core.seed_slot(kv, slot)
                 run.tasks[i] = task
                 run.queue.append(task)
+
+    @staticmethod
+    def _new_task(request, slot, ctx, done, members) -> _Task:
+        return _Task(request, slot, ctx, done, members)
 
     def _prefill_some(self, run: _Run, busy: bool) -> None:
         """Batched prefill calls over the queued tasks: one call while other
@@ -401,6 +453,9 @@ class Engine:
             self._arm(run)
 
     def _finish_tasks(self, run: _Run, tasks) -> None:
+        if self.paged:
+            self._finish_tasks_paged(run, tasks)
+            return
         pairs = []
         for task in tasks:
             i = task.request
@@ -444,6 +499,8 @@ class Engine:
                 job.done = True
                 results[job.request][job.candidate] = self._completion(job, int(ends[-1]))
                 del self.slot_jobs[slot]
+                if self.paged:
+                    self._release_slot(slot)
                 self.free_slots.append(slot)
 
     def _decode_text(self, ids: Sequence[int]) -> str:

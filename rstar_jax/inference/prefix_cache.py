@@ -118,3 +118,117 @@ class PrefixCache:
         self._keys.clear()
         self._lengths.clear()
         self.tokens = 0
+
+
+class _Node:
+    __slots__ = ("id", "parent", "tokens", "page", "children")
+
+    def __init__(self, node_id, parent, tokens, page):
+        self.id, self.parent, self.tokens, self.page = node_id, parent, tokens, page
+        self.children: Dict[tuple, int] = {}
+
+
+class PagePrefixCache:
+    """The paged layout's prefix cache: a tree over pages holding references.
+
+    A node is one page of a cached prompt, keyed by its parent node and its
+    tokens (a full page, or the partly filled last page of a prompt as a
+    leaf), so the chain of full pages from the root is the exact prefix: a
+    lookup walks full pages while they match, then takes the child of the
+    last match sharing the longest start with the rest of the prompt as a
+    partial page (the caller copies it: its later rows belong to someone
+    else). Pages are shared, never copied; the cache holds one reference
+    per node (`pool.incref`), and evicting a leaf (least recently used
+    first) releases it. Bounded by `max_pages`; `evict_one` also frees pages
+    when the pool is full.
+    """
+
+    def __init__(self, pool, page_size: int, max_pages: int):
+        self.pool, self.page_size, self.max_pages = pool, page_size, max_pages
+        self._nodes: collections.OrderedDict[int, _Node] = collections.OrderedDict()
+        self._root: Dict[tuple, int] = {}
+        self._next_id = 1
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(n.tokens) for n in self._nodes.values())
+
+    def _children(self, parent: int) -> Dict[tuple, int]:
+        return self._root if parent == 0 else self._nodes[parent].children
+
+    def lookup(self, tokens: Sequence[int]) -> Optional[Tuple[list, Optional[Tuple[int, int]], int]]:
+        """(full pages, partial, m): `tokens[:m]` are in the full pages and then
+        the first `n` rows of page `partial = (page, n)` (None: no partial);
+        None when not even one token matches."""
+        ps = self.page_size
+        toks = tuple(int(t) for t in tokens)
+        parent, pages, path = 0, [], []
+        while len(pages) < len(toks) // ps:
+            key = toks[len(pages) * ps: (len(pages) + 1) * ps]
+            node_id = self._children(parent).get(key)
+            if node_id is None:
+                break
+            pages.append(self._nodes[node_id].page)
+            path.append(node_id)
+            parent = node_id
+        rest = toks[len(pages) * ps:]
+        best, best_n = None, 0
+        for key, node_id in self._children(parent).items():
+            n = 0
+            while n < min(len(key), len(rest)) and key[n] == rest[n]:
+                n += 1
+            if n > best_n:
+                best, best_n = node_id, n
+        partial = None
+        if best is not None:
+            path.append(best)
+            partial = (self._nodes[best].page, best_n)
+        m = len(pages) * ps + best_n
+        if not m:
+            return None
+        for node_id in path:
+            self._nodes.move_to_end(node_id)
+        self.hits += 1
+        self.reused_tokens += m
+        return pages, partial, m
+
+    def insert(self, tokens: Sequence[int], pages: Sequence[int]) -> None:
+        """Indexes `tokens` held by `pages` (ceil(len / page_size) of them, the
+        last possibly partly filled), taking a reference to each new node's page."""
+        ps = self.page_size
+        toks = tuple(int(t) for t in tokens)
+        parent = 0
+        for i in range(0, len(toks), ps):
+            key = toks[i: i + ps]
+            children = self._children(parent)
+            node_id = children.get(key)
+            if node_id is None:
+                if len(self._nodes) >= self.max_pages and not self.evict_one(keep=parent):
+                    return
+                node_id, self._next_id = self._next_id, self._next_id + 1
+                page = int(pages[i // ps])
+                self.pool.incref([page])
+                self._nodes[node_id] = _Node(node_id, parent, key, page)
+                self._children(parent)[key] = node_id
+            self._nodes.move_to_end(node_id)
+            parent = node_id
+
+    def evict_one(self, keep: int = 0) -> bool:
+        """Drops the least recently used leaf (never `keep`, the node an insert
+        is extending); False when there is none."""
+        for node_id, node in self._nodes.items():
+            if not node.children and node_id != keep:
+                del self._nodes[node_id]
+                del self._children(node.parent)[node.tokens]
+                self.pool.release([node.page])
+                return True
+        return False
+
+    def clear(self) -> None:
+        while self.evict_one():
+            pass

@@ -175,11 +175,13 @@ class Decoder(nnx.Module):
 
     def __call__(self, tokens: Array, positions: Optional[Array] = None, *,
                  cache: Optional[KVCache] = None, segment_ids: Optional[Array] = None,
-                 slots: Optional[Array] = None):
+                 slots: Optional[Array] = None, pages: Optional[Array] = None):
         """tokens `[B, T]` int32; positions `[B, T]` (default 0..T-1).
 
         `slots [B]`: the cache rows the batch rows own (prefill into decode
-        slots, see `layers.Attention`). Returns (hidden `[B, T, D]`, new cache or None).
+        slots); `pages [B, M]`: the rows' page tables when `cache` is a page
+        pool per layer (see `layers.Attention`). Returns (hidden `[B, T, D]`,
+        new cache or None).
         """
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -192,7 +194,8 @@ class Decoder(nnx.Module):
                 x = nnx.remat(_block_call, policy=REMAT_POLICIES[remat])(
                     layer, x, positions, segment_ids)
                 continue
-            x, layer_cache = layer(x, positions, None if cache is None else cache[i], segment_ids, slots)
+            x, layer_cache = layer(x, positions, None if cache is None else cache[i], segment_ids, slots,
+                                   pages)
             if new_cache is not None:
                 new_cache.append(layer_cache)
         return self.norm(x), new_cache
@@ -217,9 +220,10 @@ class Policy(nnx.Module):
         return constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
     def __call__(self, tokens: Array, positions: Optional[Array] = None, *,
-                 cache: Optional[KVCache] = None, segment_ids: Optional[Array] = None):
+                 cache: Optional[KVCache] = None, segment_ids: Optional[Array] = None,
+                 pages: Optional[Array] = None):
         """Returns (logits `[B, T, V]` float32, new cache or None)."""
-        h, new_cache = self.model(tokens, positions, cache=cache, segment_ids=segment_ids)
+        h, new_cache = self.model(tokens, positions, cache=cache, segment_ids=segment_ids, pages=pages)
         return self.logits_from_hidden(h), new_cache
 
 

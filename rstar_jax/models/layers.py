@@ -23,7 +23,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rstar_jax.models.decode_attention import decode_attention, online_softmax, online_softmax_block
+from rstar_jax.models.decode_attention import (
+    decode_attention,
+    gather_pages,
+    online_softmax,
+    online_softmax_block,
+    paged_decode_attention,
+)
 from rstar_jax.models.sharding import constrain
 
 Array = jax.Array
@@ -150,7 +156,8 @@ class Attention(nnx.Module):
         return y + b[...].astype(self.dtype) if b is not None else y
 
     def __call__(self, x: Array, positions: Array, cache: Optional[Tuple[Array, Array]] = None,
-                 segment_ids: Optional[Array] = None, slots: Optional[Array] = None):
+                 segment_ids: Optional[Array] = None, slots: Optional[Array] = None,
+                 pages: Optional[Array] = None):
         """x `[B, T, D]`, positions `[B, T]`; cache (k, v) `[B, K, S, Dh]`.
 
         `slots [B]` (with a cache of N >= B rows): row b's keys/values go to
@@ -158,8 +165,14 @@ class Attention(nnx.Module):
         key blocks below the largest position (batched prefill straight into
         decode slots). Positions `>= S` mark padding: never written.
 
+        `pages [B, M]` (paged layout): the cache is a page pool `[K, P, ps, Dh]`
+        and row b's position p lives in page `pages[b, p // ps]` at offset
+        `p % ps`; positions `>= M * ps` are padding. The returned cache is the pool.
+
         Returns (out `[B, T, D]`, new cache or None).
         """
+        if pages is not None:
+            return self._paged(x, positions, cache, pages)
         q = self._proj(x, self.q, self.q_bias if self.bias else None)
         k = self._proj(x, self.k, self.k_bias if self.bias else None)
         v = self._proj(x, self.v, self.v_bias if self.bias else None)
@@ -205,6 +218,44 @@ class Attention(nnx.Module):
         wo = self.o[...].astype(self.dtype)
         out = out.reshape(b, t, -1) @ wo.reshape(-1, wo.shape[-1])
         return out, new_cache
+
+
+    def _paged(self, x, positions, cache, pages):
+        """Attention over a page pool: writes this call's keys/values into
+        their pages, then runs the dense decode / prefill attention over each
+        row's pages (`paged_decode_attention` picks the path per backend)."""
+        q = self._proj(x, self.q, self.q_bias if self.bias else None)
+        k = self._proj(x, self.k, self.k_bias if self.bias else None)
+        v = self._proj(x, self.v, self.v_bias if self.bias else None)
+        cos, sin = rope_tables(positions, self.head_dim, self.rope_theta)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        pool_k, pool_v = cache
+        pool_k, pool_v = write_pages(pool_k, k, pages, positions), write_pages(pool_v, v, pages, positions)
+        b, t = x.shape[:2]
+        groups = self.heads // self.kv_heads
+        qg = q.reshape(b, t, self.kv_heads, groups, self.head_dim)
+        if t == 1:
+            out = paged_decode_attention(qg[:, 0], pool_k, pool_v, pages, positions[:, 0], self.dtype)
+        else:
+            vk, vv = gather_pages(pool_k, pages), gather_pages(pool_v, pages)
+            out = prefill_attention(qg, vk, vv, jnp.arange(b), positions, self.dtype)
+        out = out.reshape(b, t, self.heads, self.head_dim)
+        wo = self.o[...].astype(self.dtype)
+        out = out.reshape(b, t, -1) @ wo.reshape(-1, wo.shape[-1])
+        return out, (pool_k, pool_v)
+
+
+def write_pages(pool: Array, new: Array, pages: Array, positions: Array) -> Array:
+    """Writes `new [B, T, K, Dh]` at `positions [B, T]` through the page
+    tables `pages [B, M]` into `pool [K, P, ps, Dh]`; positions past the
+    table (padding) are dropped."""
+    _, num_pages, ps, _ = pool.shape
+    width = pages.shape[1]
+    slot = positions // ps
+    page = jnp.take_along_axis(pages, jnp.clip(slot, 0, width - 1), axis=1)
+    page = jnp.where((positions >= 0) & (slot < width), page, num_pages)  # out of range: dropped
+    rows = jnp.transpose(new, (2, 0, 1, 3)).astype(pool.dtype)  # [K, B, T, Dh]
+    return pool.at[:, page, positions % ps].set(rows, mode="drop")
 
 
 PREFILL_KEY_BLOCK = 128
@@ -275,8 +326,8 @@ class Block(nnx.Module):
         self.mlp = MLP(hidden=cfg.hidden_size, inner=cfg.intermediate_size, param_dtype=pd,
                        dtype=cd, rngs=rngs)
 
-    def __call__(self, x, positions, cache=None, segment_ids=None, slots=None):
-        h, new_cache = self.attn(self.attn_norm(x), positions, cache, segment_ids, slots)
+    def __call__(self, x, positions, cache=None, segment_ids=None, slots=None, pages=None):
+        h, new_cache = self.attn(self.attn_norm(x), positions, cache, segment_ids, slots, pages)
         x = x + h
         x = x + self.mlp(self.mlp_norm(x))
         return constrain(x, ("activation_batch", "activation_length", "activation_embed")), new_cache

@@ -1,6 +1,7 @@
 """Helpers for engine tests: the tiny config and a small real BPE tokenizer."""
 
 import functools
+import os
 
 from rstar_jax.config import load_config
 from rstar_jax.data.prompts import SPECIAL_TOKENS
@@ -35,10 +36,16 @@ def make_tokenizer():
     return fast
 
 
+# `RSTAR_TEST_KV_LAYOUT=paged` runs the engine tests over the paged KV layout
+# (pages of 8 tokens divide every bucket the tests use); an override wins.
+_LAYOUT = os.environ.get("RSTAR_TEST_KV_LAYOUT")
+_LAYOUT_OVERRIDES = ([f"engine.kv_layout={_LAYOUT}", "engine.page_size=8"] if _LAYOUT else [])
+
+
 def tiny_cfg(*overrides):
     """The tiny model config with its vocabulary sized to the test tokenizer."""
     return load_config(str(REPO / "configs/models/tiny.yaml"),
-                       [f"model.vocab_size={len(make_tokenizer())}", *overrides])
+                       [f"model.vocab_size={len(make_tokenizer())}", *_LAYOUT_OVERRIDES, *overrides])
 
 
 def tiny_arch(cfg=None):
