@@ -29,11 +29,14 @@
 #      separate projections; rewritten after every repetition.
 #   6. bench_sampling.json: top-k/top-p thresholds at vocab 152064, sort vs
 #      bisection search (issue 24 point 4), batches 1 / 64 / 256.
-#   7. warm_start.json: init + warmup at batch 256 again in a new process with
+#   7. bench_paged.json: the paged KV layout against the dense one at batches
+#      1 / 64 / 256 (bench_paged.py --parts speed, bf16): generate and decode
+#      tok/s, tokens identical, the attention paths each engine took (issue 24).
+#   8. warm_start.json: init + warmup at batch 256 again in a new process with
 #      the compilation cache the first run filled.
 # run.log holds every stage's output. Exit status: 0 every stage complete,
-# 1 wheels or imports failed, 3 a stage failed, was cut or was skipped. At most 7 files come back (the device
-# tool returns 8); the compilation cache stays under /tmp, never under $OUT.
+# 1 wheels or imports failed, 3 a stage failed, was cut or was skipped. 8 files come back (the device
+# tool returns at most 8); the compilation cache stays under /tmp, never under $OUT.
 # Acceptance (issues 17, 24): batch 256 e2e_over_decode >= 0.75;
 # decode_roofline_share >= 0.60 at 64 and 256.
 set -u -o pipefail
@@ -65,11 +68,13 @@ if [ "$DRY" = 1 ]; then
   MODEL=configs/models/tiny.yaml DTYPE=float32 B=2 HF_B=2 BIG=2 SMALL=1 VOCAB=4096 SAMPLE_B=1,2
   ENGINE=(--prompt 16 --new 8 --steps-per-call 4 --prefill-chunk 16 --prefill-tokens 64 --prefill-rows 1,2)
   PARTS=(--cache 64 --positions 16,48 --reps 2)
+  PAGED_B=1,2 PAGED_REPS=1
 else
   CACHE=/tmp/rstar_gpu_check_cache
   MODEL=configs/models/qwen2.5-math-1.5b.yaml DTYPE=bfloat16 B=1,64,256 HF_B=256 BIG=256 SMALL=64 VOCAB=152064 SAMPLE_B=1,64,256
   ENGINE=(--prompt 256 --new 128 --steps-per-call 8 --prefill-chunk 256 --prefill-tokens 8192 --prefill-rows 1,4,16)
   PARTS=(--cache 512 --positions 256,384 --reps 10)
+  PAGED_B=1,64,256 PAGED_REPS=2
 fi
 export PYTHONPATH=$PWD
 export XLA_PYTHON_CLIENT_PREALLOCATE=false   # JAX and torch share the card
@@ -153,6 +158,11 @@ elif kind == "parts":
     print(f"  attention paths run: {json.dumps(d.get('decode_attention_paths'))}; failed: {json.dumps(d.get('failed'))}")
     for name, row in d.get("groups", {}).get("attention", {}).items():
         print(f"  attention {name}: {row['wall_ms']} ms wall, x{row['speedup_wall']} vs full ({d.get('reps')} reps)")
+elif kind == "paged":
+    for b, row in d.get("speed_paged_over_dense", {}).items():
+        paths = d.get("attention_paths", {}).get(b, {})
+        print(f"  batch {b}: paged/dense generate x{row['generate']:.2f}, decode x{row['decode']:.2f}, "
+              f"tokens identical {d.get('speed_tokens_identical', {}).get(b)}, paths {paths}")
 elif kind == "sampling":
     for b, row in d.get("batches", {}).items():
         print(f"  batch {b}: sorted {row['sorted_s'] * 1e3:.2f} ms, search {row['search_s'] * 1e3:.2f} ms, "
@@ -174,7 +184,11 @@ done
 stage bench_sampling 45 $PY benchmarks/bench_sampling.py --vocab "$VOCAB" --batches "$SAMPLE_B" \
   --out "$OUT/bench_sampling.json"
 report "$OUT/bench_sampling.json" sampling
-# 7. warm start
+# 7. the paged KV layout against the dense one
+stage bench_paged 30 $PY benchmarks/bench_paged.py --model "$MODEL" --dtype "$DTYPE" --parts speed \
+  --batches "$PAGED_B" --reps "$PAGED_REPS" --out "$OUT/bench_paged.json"
+report "$OUT/bench_paged.json" paged
+# 8. warm start
 stage warm_start 5 $PY benchmarks/bench_engine.py --model "$MODEL" --dtype "$DTYPE" "${ENGINE[@]}" \
   --batches "$BIG" --skip-hf --skip-prefill-ab --cache-dir "$CACHE" --out "$OUT/warm_start.json"
 report "$OUT/warm_start.json" engine

@@ -24,15 +24,19 @@ def _env(out, python=sys.executable):
 
 
 @pytest.mark.slow
-def test_dry_run_runs_every_stage_and_returns_at_most_seven_flat_files(tmp_path):
+def test_dry_run_runs_every_stage_and_returns_at_most_eight_flat_files(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(["bash", str(SCRIPT), "--dry-run"], env=_env(out), capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
-    assert all((out / f).is_file() for f in files) and len(files) <= 7, files  # the device tool returns 8
+    assert all((out / f).is_file() for f in files) and len(files) <= 8, files  # the device tool returns 8
     assert files == sorted(["summary.txt", "run.log", "bench_engine.json", "decode_parts_b2.json",
-                            "decode_parts_b1.json", "bench_sampling.json", "warm_start.json"])
+                            "decode_parts_b1.json", "bench_sampling.json", "bench_paged.json",
+                            "warm_start.json"])
+    paged = json.loads((out / "bench_paged.json").read_text())
+    assert paged["speed_tokens_identical"] == {"1": True, "2": True}
+    assert "gather" in paged["attention_paths"]["2"]["paged"]
     engine = json.loads((out / "bench_engine.json").read_text())
     assert engine["setup"]["model"] == "configs/models/tiny.yaml"
     assert engine["tokens_per_s"]["2"] > 0 and engine["decode_roofline_share"]["2"] > 0
