@@ -21,22 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
 
 import numpy as np
 
-
-def best_time(fn, args, reps: int) -> float:
-    """Best wall seconds of `reps` calls of a jitted `fn` (compiled first)."""
-    import jax
-
-    jax.block_until_ready(fn(*args))
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from profile_decode import best_time  # noqa: E402  (one timing rule for the benchmarks)
 
 
 def main(argv=None) -> dict:
@@ -79,11 +69,11 @@ def main(argv=None) -> dict:
         got = np.asarray(search_fn(flat, k, p))
         if not np.array_equal(ref, got):
             raise SystemExit(f"search thresholds differ from the sorted ones at batch {b}")
-        row = {"sorted_s": best_time(sorted_fn, (flat, k, p), args.sorted_reps),
-               "search_s": best_time(search_fn, (flat, k, p), args.reps),
-               "candidates_s": best_time(cand_fn, (peaked, k, p), args.reps)}
+        row = {"sorted_s": best_time(sorted_fn, flat, k, p, reps=args.sorted_reps),
+               "search_s": best_time(search_fn, flat, k, p, reps=args.reps),
+               "candidates_s": best_time(cand_fn, peaked, k, p, reps=args.reps)}
         keys = S.slot_keys(jnp.arange(b, dtype=jnp.int32), jnp.zeros(b, jnp.int32), jnp.zeros(b, jnp.int32))
-        row["sample_s"] = best_time(sample_fn, (flat, keys, jnp.ones(b), k, p), args.reps)
+        row["sample_s"] = best_time(sample_fn, flat, keys, jnp.ones(b), k, p, reps=args.reps)
         row["sorted_over_search"] = row["sorted_s"] / row["search_s"]
         row["search_over_candidates"] = row["search_s"] / row["candidates_s"]
         report["batches"][str(b)] = row

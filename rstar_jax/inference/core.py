@@ -85,6 +85,23 @@ def bucket(n: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"length {n} exceeds the largest bucket {buckets[-1]}")
 
 
+def warmup_timer(report: dict, state):
+    """`timed(kind, fn, *args)` for warmups: calls `fn`, waits for its result
+    (or for `state()` when it returns None: calls that update the engine's
+    state in place) and adds one call and its seconds to `report[kind]`."""
+    import time
+
+    def timed(kind, fn, *args, **kw):
+        t = time.perf_counter()
+        out = fn(*args, **kw)
+        jax.block_until_ready(state() if out is None else out)
+        n, secs = report.get(kind, (0, 0.0))
+        report[kind] = (n + 1, secs + time.perf_counter() - t)
+        return out
+
+    return timed
+
+
 def _layer_caches(cache):
     return [tuple(kv) for kv in cache]
 
@@ -231,19 +248,11 @@ class DecodeCore:
         each one-bucket grow. Everything runs on idle slots (padding rows
         write nothing), then the state is reset.
         """
-        import time
-
         lengths = [b for b in self.buckets if b <= (max_len or self.max_seq_len)]
         params = SamplingParams(max_new_tokens=1, temperature=0.0)
         report: dict = {}
 
-        def timed(kind, fn, *args, **kw):
-            t = time.perf_counter()
-            out = fn(*args, **kw)
-            jax.block_until_ready(self.state if out is None else out)
-            n, secs = report.get(kind, (0, 0.0))
-            report[kind] = (n + 1, secs + time.perf_counter() - t)
-            return out
+        timed = warmup_timer(report, lambda: self.state)
 
         arm = (0, dict(token=0, pos=0, max_new=1, stop_mask=0, params=params, candidate=0))
         self.reset()

@@ -26,7 +26,6 @@ divide every cache bucket.
 
 from __future__ import annotations
 
-import time
 from typing import List, Optional, Sequence
 
 import jax
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rstar_jax.inference.core import PAD_POSITION, DecodeCore, bucket
+from rstar_jax.inference.core import PAD_POSITION, DecodeCore, bucket, warmup_timer
 from rstar_jax.inference.types import SamplingParams
 from rstar_jax.models import decode_attention as attention_paths
 from rstar_jax.models.decode_attention import paths_used
@@ -257,13 +256,7 @@ class PagedCore(DecodeCore):
         params = SamplingParams(max_new_tokens=1, temperature=0.0)
         report: dict = {}
 
-        def timed(kind, fn, *args, **kw):
-            t = time.perf_counter()
-            out = fn(*args, **kw)
-            jax.block_until_ready(self.state if out is None else out)
-            n, secs = report.get(kind, (0, 0.0))
-            report[kind] = (n + 1, secs + time.perf_counter() - t)
-            return out
+        timed = warmup_timer(report, lambda: self.state)
 
         busy = [s for s in range(self.num_slots) if self.armed[s]]
         if busy:
