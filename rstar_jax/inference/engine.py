@@ -212,6 +212,14 @@ class Engine(PagedScheduling):
         return mask
 
     # ----- explicit API ---------------------------------------------------
+    def prompt_fits(self, prompt: str) -> bool:
+        """Whether `generate` takes `prompt`: it leaves room for a token in
+        `max_seq_len`, or `engine.truncation` cuts it (searches ask first and
+        end a path whose prompt filled the context instead of failing)."""
+        if self.cfg.truncation != "error":
+            return True
+        return len(self.tokenizer.encode(prompt, add_special_tokens=False)) <= self.max_seq_len - 1
+
     def encode(self, prompt: str) -> List[int]:
         """Token ids of `prompt` (no special tokens added), truncated per config."""
         ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))

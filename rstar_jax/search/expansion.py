@@ -12,6 +12,7 @@ while the device generates the next batch.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -20,6 +21,8 @@ from rstar_jax.data.problems import Problem
 from rstar_jax.data.prompts import END_OF_CODE, STEP_STOPS, observation_suffix, policy_prompt
 from rstar_jax.inference.types import Completion, GenerationRequest, SamplingParams
 from rstar_jax.search import tree as T
+
+log = logging.getLogger(__name__)
 
 
 def request_seed(*parts: object) -> int:
@@ -88,6 +91,7 @@ class Timers:
     scorer_s: float = 0.0
     engine_calls: int = 0
     requests: int = 0
+    context_full: int = 0  # leaves made terminal because their prompt no longer fits
     extra: Dict[str, float] = field(default_factory=dict)
 
 
@@ -139,13 +143,32 @@ class Expander:
             return []
         reqs = [GenerationRequest(self.prompt(j.problem, j.tree, j.leaf),
                                   self.params(j.n, j.seed, temperature)) for j in jobs]
+        # A leaf whose prompt no longer fits the context (a long path, or the
+        # whole-solution greedy's answer call after a solution that filled
+        # it) gets no completions and becomes a -1 terminal, not an error
+        # that ends the whole search.
+        fits = getattr(self.engine, "prompt_fits", None)
+        send = [i for i, r in enumerate(reqs) if fits is None or fits(r.prompt)]
+        full = sorted(set(range(len(jobs))) - set(send))
+        for i in full:
+            T.mark_context_full(jobs[i].tree.nodes[jobs[i].leaf])
+        if full:
+            self.timers.context_full += len(full)
+            log.warning("%d leaf prompt(s) no longer fit the engine's context (engine.max_seq_len); "
+                        "marked terminal (%s), %d so far", len(full), T.CONTEXT_FULL,
+                        self.timers.context_full)
+        out: List[List[Completion]] = [[] for _ in jobs]
+        if not send:
+            return out
         t0 = time.perf_counter()
-        out = self.engine.generate(reqs)
+        got = self.engine.generate([reqs[i] for i in send])
         self.timers.engine_s += time.perf_counter() - t0
         self.timers.engine_calls += 1
-        self.timers.requests += len(reqs)
-        if len(out) != len(jobs):
-            raise RuntimeError(f"engine returned {len(out)} results for {len(jobs)} requests")
+        self.timers.requests += len(send)
+        if len(got) != len(send):
+            raise RuntimeError(f"engine returned {len(got)} results for {len(send)} requests")
+        for i, comps in zip(send, got):
+            out[i] = comps
         return out
 
     def submit(self, jobs: Sequence[Job], outputs: Sequence[Sequence[Completion]]) -> Pending:

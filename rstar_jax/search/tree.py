@@ -25,9 +25,10 @@ TOO_MANY_CODE_ERRORS = "too many code errors"
 TOO_MANY_STEPS = "too many steps"
 NO_VALID_CHILD = "no valid child"
 INCOMPLETE_STEP = "incomplete step"  # the generation ended without a stop string
+CONTEXT_FULL = "context full"  # the node's prompt no longer fits the engine's context
 
 # Terminals whose -1 stays on the node (spec: "not back-propagated").
-LOCAL_TERMINALS = (TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS, INCOMPLETE_STEP)
+LOCAL_TERMINALS = (TOO_MANY_CODE_ERRORS, TOO_MANY_STEPS, INCOMPLETE_STEP, CONTEXT_FULL)
 
 
 @dataclass
@@ -263,6 +264,14 @@ def apply_terminal_rules(
         node.terminal, node.terminal_reason = True, reason
         node.value = -1.0
         node.N, node.W = 1, -1.0
+
+
+def mark_context_full(node: Node) -> None:
+    """A leaf whose prompt the engine cannot take (`engine.truncation=error`
+    and the prompt fills `max_seq_len`): a local -1 terminal, like a path
+    past `max_depth`, so the search goes on elsewhere instead of failing."""
+    node.terminal, node.terminal_reason = True, CONTEXT_FULL
+    node.value = -1.0
 
 
 def init_value(node: Node, score: float) -> None:

@@ -161,12 +161,18 @@ def test_top_k_one_through_the_engine_is_greedy(engine, policy, tokenizer):
 
 def test_over_long_prompts_error_or_truncate_as_configured(policy, tokenizer):
     long_prompt = prompt_with_tokens(tokenizer, 80)
+    strict = make_engine(policy, tokenizer)
     with pytest.raises(PromptTooLongError, match="max_seq_len 64"):
-        make_engine(policy, tokenizer).generate([long_prompt], max_new_tokens=2)
+        strict.generate([long_prompt], max_new_tokens=2)
+    # What a search asks first (it ends such a path rather than the search).
+    assert not strict.prompt_fits(long_prompt)
+    assert strict.prompt_fits(prompt_with_tokens(tokenizer, 63))
+    assert not strict.prompt_fits(prompt_with_tokens(tokenizer, 64))
     ids = tokenizer.encode(long_prompt)
     for mode, kept in (("left", ids[-63:]), ("right", ids[:63])):
-        (c,) = make_engine(policy, tokenizer, f"engine.truncation={mode}").generate(
-            [long_prompt], max_new_tokens=5, temperature=0.0)[0]
+        cut = make_engine(policy, tokenizer, f"engine.truncation={mode}")
+        assert cut.prompt_fits(long_prompt)
+        (c,) = cut.generate([long_prompt], max_new_tokens=5, temperature=0.0)[0]
         assert c.num_prompt_tokens == 63 and c.stop_reason == "length"
         assert len(c.token_ids) == 1  # position 63 is the last the context holds
         argmax, _ = teacher_forced(policy, kept, c.token_ids)

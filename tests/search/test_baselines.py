@@ -123,3 +123,23 @@ def test_greedy_whole_solution_stops_after_its_second_call():
     tree = r.trees[0]
     assert [n.tag for n in tree.nodes] == ["0", "0.1", "0.1.1"]
     assert tree.nodes[2].terminal_reason == T.TOO_MANY_STEPS and best_answer(tree)[0] is None
+
+
+def test_a_prompt_that_fills_the_context_ends_its_path_instead_of_the_search():
+    """The whole-solution greedy's answer call after a solution that filled
+    `engine.max_seq_len` (found by the SmolLM2 run): the engine would refuse
+    the prompt; the leaf becomes a local -1 terminal ("context full"), the
+    problem ends without an answer and the other problems are unaffected."""
+    class Short(_Recorder):
+        def prompt_fits(self, prompt):  # the first call's prompts fit, the answer call's not
+            return "<output>" not in prompt
+
+    engine = Short(steps=3, seeded=True)
+    res = _run(make_cfg(mode="greedy", trees_in_flight=4), add_problems(2), engine=engine)
+    assert engine.calls == [2]  # no second engine call: nothing fitted
+    for r in res:
+        tree = r.trees[0]
+        assert [n.tag for n in tree.nodes] == ["0", "0.1"]
+        leaf = tree.nodes[1]
+        assert leaf.terminal and leaf.terminal_reason == T.CONTEXT_FULL and leaf.value == -1.0
+        assert best_answer(tree)[0] is None and not r.solved
