@@ -226,6 +226,7 @@ def load_config(
     for file in config_chain(path) if path else []:
         data = _read_yaml(file)
         data.pop(BASE_KEY, None)
+        _resolve_file_paths(data, file)
         try:
             node = OmegaConf.merge(node, data)
         except OmegaConfBaseException as e:
@@ -235,6 +236,22 @@ def load_config(
     _check_ranges(node)
     _check_mesh(node)
     return OmegaConf.to_object(node)
+
+
+# Keys whose relative paths, written in a config file, name files beside that
+# config (as `base_config:` and `evolve.rounds` do), so a config that ships
+# with its model (the demo's base) works from any directory. On the command
+# line they stay relative to the working directory.
+FILE_RELATIVE_KEYS = ("evolve.base_policy", "evolve.bootstrap_policy")
+
+
+def _resolve_file_paths(data: dict, file: str) -> None:
+    for key in FILE_RELATIVE_KEYS:
+        section, name = key.split(".")
+        block = data.get(section)
+        if isinstance(block, dict) and isinstance(block.get(name), str) and block[name] \
+                and not os.path.isabs(os.path.expanduser(block[name])):
+            block[name] = os.path.normpath(os.path.join(os.path.dirname(file), block[name]))
 
 
 def apply_overrides(node, overrides: Iterable[str]):

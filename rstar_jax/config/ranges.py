@@ -154,6 +154,7 @@ RANGES: Dict[str, Range] = {
     "inference_eval.top_p": Range(0.0, 1.0, lo_open=True),
     "inference_eval.top_k": NONNEG,  # 0: off
     "executor.num_workers": Range(1, 1024),
+    "runtime.intra_op_threads": Range(1, 4096),
     "executor.timeout_s": SECONDS,
     # A worker imports numpy and sympy under this address-space cap.
     "executor.memory_limit_mb": at_least(256),

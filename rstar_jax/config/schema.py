@@ -399,8 +399,12 @@ class EvolveConfig:
     # Per-round config files (relative to this file's directory); empty
     # means this file is itself the config of one round.
     rounds: List[str] = field(default_factory=list)
-    base_policy: Optional[str] = None  # checkpoint or HF dir of the base model
-    bootstrap_policy: Optional[str] = None  # round-1 policy if not the base
+    # Checkpoint or HF dir of the base model; round-1 policy if not the base.
+    # A relative path written in a config file is relative to that file
+    # (config/loader.py, FILE_RELATIVE_KEYS); on the command line, to the
+    # working directory.
+    base_policy: Optional[str] = None
+    bootstrap_policy: Optional[str] = None
     ppm_init: str = "policy"  # policy | base | previous (the previous round's PPM)
     # Policy SFT data: this round's extracted trajectories (`round`), or
     # those of rounds 1..N, exact duplicates dropped (`cumulative`).
@@ -529,6 +533,12 @@ class RuntimeConfig:
     # it changes nothing. Proof, cost and the limits of what it can pin
     # (Eigen's cache-sized blocks): benchmarks/RESULTS.md, determinism.
     xla_cpu_deterministic: bool = False
+    # The pinned intra-op pool's size (read only with xla_cpu_deterministic):
+    # XLA:CPU splits long sums over the pool's threads, so the numbers are
+    # the same on every host whose process may use at least this many cores
+    # (a host with fewer gets a smaller pool and a warning). 2: the speed of
+    # a 2-core host (1 thread: 1.55x slower pretraining there, measured).
+    intra_op_threads: int = 2
 
 
 @dataclass(frozen=True)

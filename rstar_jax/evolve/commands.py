@@ -21,10 +21,10 @@ def _evolve(args: argparse.Namespace) -> int:
         import jax
 
         from rstar_jax.models.mesh import maybe_initialize_distributed
-        from rstar_jax.utils.xla_flags import one_intra_op_thread, pin_cpu_numerics
+        from rstar_jax.utils.xla_flags import fixed_intra_op_pool, pin_cpu_numerics
 
         pin_cpu_numerics(True)
-        with one_intra_op_thread():
+        with fixed_intra_op_pool(cfg.runtime.intra_op_threads):
             maybe_initialize_distributed(cfg.mesh.distributed)  # must precede the backend
             jax.devices()
     from rstar_jax.evolve.context import MissingInput

@@ -18,6 +18,7 @@ Which model each stage starts from (spec sections 1 and 6), switchable:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -87,7 +88,27 @@ class StageContext:
         if not path:
             raise MissingInput("no base model: set evolve.base_policy, model.hf_dir or "
                                "model.checkpoint, or add 'pretrain' to evolve.base_stages")
+        if ev.base_policy:
+            self._check_base_tokenizer(ev.base_policy)
         return self._record("base_model", path)
+
+    def _check_base_tokenizer(self, base: str) -> None:
+        """A base model that ships its tokenizer (an HF dir) must have the
+        world's, when the run made one: the stages encode with the world's
+        (`tokenizer_dir`), and another vocabulary would feed the model other
+        ids with no error anywhere (e.g. the demo's shipped base after a
+        change to the world's corpus)."""
+        if not os.path.isdir(base):
+            raise MissingInput(f"evolve.base_policy {base} is not a directory")
+        world = self.output(0, "world", "tokenizer", required=False)
+        shipped = os.path.join(base, "tokenizer.json")
+        if self.cfg.model.tokenizer_dir or not world or not os.path.isfile(shipped):
+            return
+        if _vocabulary(shipped) != _vocabulary(os.path.join(world, "tokenizer.json")):
+            raise MissingInput(
+                f"the base model {base} was trained with another tokenizer than this run's "
+                f"world made ({world}); make the base again from this world (evolve.base_stages "
+                "with 'pretrain', evolve.base_policy=null) or set model.tokenizer_dir")
 
     def search_policy(self) -> str:
         if self.round <= 1:
@@ -142,3 +163,14 @@ class StageContext:
     def problems(self, split: str = "train") -> str:
         """This round's problem file (the `problems` stage output)."""
         return self.output(self.round, "problems", split)
+
+
+def _vocabulary(tokenizer_json: str):
+    """What decides a tokenizer's ids: its model's vocabulary and merges and
+    its added tokens (not how the library wrote the file)."""
+    with open(tokenizer_json, encoding="utf-8") as f:
+        tok = json.load(f)
+    model = tok.get("model") or {}
+    added = sorted((t.get("id"), t.get("content")) for t in tok.get("added_tokens") or [])
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []]
+    return model.get("type"), model.get("vocab"), merges, added

@@ -46,6 +46,12 @@ def build_plan(config_file: str, overrides: Sequence[str] = ()) -> List[StageSpe
         out of order.
     """
     top = load_config(config_file, overrides)
+    if "pretrain" in top.evolve.base_stages and top.evolve.base_policy:
+        # The base model would be evolve.base_policy and the pretraining's
+        # output read by nothing: say so rather than train it in vain.
+        raise ConfigError(f"evolve.base_stages has 'pretrain' and evolve.base_policy is set "
+                          f"({top.evolve.base_policy}); pretrain the base (evolve.base_policy=null) "
+                          "or start from that model (drop 'pretrain')")
     plan = [StageSpec(0, s, top, config_file) for s in top.evolve.base_stages]
     if not top.evolve.rounds:
         plan += [StageSpec(top.evolve.round, s, top, config_file) for s in top.evolve.stages]

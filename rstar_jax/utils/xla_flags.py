@@ -17,9 +17,11 @@ model.
 The pin (`runtime.xla_cpu_deterministic`; the demo sets it): XLA flags
 that turn YNNPACK's fusions off and cap XLA's code at AVX2, set in
 `XLA_FLAGS` before JAX starts (XLA reads them once), and an intra-op pool
-of one thread: JAX's CPU client is created while the process may use one
-core, then the process gets all its cores back (the pool keeps its size;
-other threads and the executor's worker processes use the rest).
+of a fixed size (`runtime.intra_op_threads`, 2): JAX's CPU client is
+created while the process may use exactly that many cores, then the
+process gets all its cores back (the pool keeps its size; other threads
+and the executor's worker processes use the rest). A host with fewer
+usable cores gets a smaller pool, a warning, and possibly other numbers.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import sys
 from typing import Dict, Iterator, List, Tuple
 
 log = logging.getLogger(__name__)
-_ONE_THREAD = False  # whether this process's JAX CPU client was made with one intra-op thread
+_POOL_THREADS = 0  # the intra-op pool size this process's JAX CPU client was made with (0: not pinned)
 
 # (flag, value, why). The order is the order they are written.
 CPU_DETERMINISTIC_FLAGS: Tuple[Tuple[str, str, str], ...] = (
@@ -99,22 +101,37 @@ def pin_cpu_numerics(enabled: bool) -> bool:
 
 
 @contextlib.contextmanager
-def one_intra_op_thread() -> Iterator[None]:
-    """Within it, the process may use one core; JAX's CPU client created
-    inside sizes its intra-op pool (Eigen's contractions) to one thread,
-    the same on every host. Restores the process's cores on exit."""
+def fixed_intra_op_pool(threads: int) -> Iterator[None]:
+    """Within it, the process may use `threads` cores (its lowest-numbered
+    usable ones); JAX's CPU client created inside sizes its intra-op pool
+    to that many threads whatever the host has. Restores the process's
+    cores on exit. With fewer usable cores the pool is smaller, said in a
+    WARNING (its sums split differently: the numbers may differ)."""
+    if threads < 1:
+        raise ValueError(f"runtime.intra_op_threads must be >= 1, got {threads}")
     if not hasattr(os, "sched_setaffinity"):  # not Linux: the pool follows the cores
-        log.warning("runtime.xla_cpu_deterministic: cannot limit the intra-op pool here")
+        log.warning("runtime.xla_cpu_deterministic: cannot size the intra-op pool here")
         yield
         return
-    global _ONE_THREAD
+    global _POOL_THREADS
     allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
+    use = set(sorted(allowed)[:threads])
+    if len(use) < threads:
+        log.warning("runtime.xla_cpu_deterministic: this process may use %d core(s), fewer than "
+                    "runtime.intra_op_threads=%d; the intra-op pool gets %d thread(s) and its "
+                    "numbers may differ from a host that gives it %d", len(use), threads,
+                    len(use), threads)
+    os.sched_setaffinity(0, use)
     try:
         yield
-        _ONE_THREAD = True
+        _POOL_THREADS = len(use)
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+def pool_threads() -> int:
+    """The pinned intra-op pool's size (0: this process did not pin it)."""
+    return _POOL_THREADS
 
 
 def pinned() -> bool:
@@ -159,17 +176,18 @@ def runtime_settings() -> Dict[str, object]:
     except ImportError:
         versions = {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"xla_cpu_deterministic": pinned() and _ONE_THREAD,
+    return {"xla_cpu_deterministic": pinned() and _POOL_THREADS > 0,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "intra_op_threads": 1 if _ONE_THREAD else f"one per core ({cores})",
+            "intra_op_threads": _POOL_THREADS or f"one per core ({cores})",
             **versions, "machine": platform.machine(), "cpu": _cpu_model(),
             "cpu_isa": _cpu_isa(), "cores": cores}
 
 
 def runtime_markdown(settings: Dict[str, object]) -> str:
     """One report paragraph saying under which CPU settings its numbers came."""
-    pin = ("pinned (runtime.xla_cpu_deterministic: no YNNPACK, AVX2 code, one intra-op "
-           "thread; the same numbers on x86-64 hosts whose caches block Eigen's sums alike)"
+    pin = ("pinned (runtime.xla_cpu_deterministic: no YNNPACK, AVX2 code, an intra-op pool "
+           f"of {settings.get('intra_op_threads')} thread(s); the same numbers on x86-64 hosts "
+           "that give the pool as many cores and whose caches block Eigen's sums alike)"
            if settings.get("xla_cpu_deterministic") else
            "not pinned (numbers may differ in the last bits on another host, and grow from there)")
     return (f"\nRuntime: XLA:CPU rounding {pin}; XLA_FLAGS `{settings.get('xla_flags') or ''}`; "

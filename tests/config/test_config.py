@@ -223,3 +223,22 @@ def test_every_command_has_help(capsys):
         assert "usage: rstar-jax" in capsys.readouterr().out
     top = _cli("--help")
     assert top.returncode == 0 and "config" in top.stdout
+
+
+def test_model_paths_in_a_file_are_relative_to_it_and_on_the_command_line_to_the_cwd(tmp_path):
+    """A config that ships with its model (the demo's base) names it beside
+    itself and works from any directory; a path typed on the command line
+    means what the shell means."""
+    sub = tmp_path / "cfgs"
+    sub.mkdir()
+    (sub / "base.yaml").write_text("evolve:\n  base_policy: model_dir\n")
+    (sub / "round.yaml").write_text("base_config: base.yaml\nevolve:\n  bootstrap_policy: ../boot\n"
+                                    "model:\n  hf_dir: hf_rel\n")
+    cfg = load_config(str(sub / "round.yaml"))
+    assert cfg.evolve.base_policy == str(sub / "model_dir")
+    assert cfg.evolve.bootstrap_policy == str(tmp_path / "boot")
+    assert cfg.model.hf_dir == "hf_rel"  # not a file-relative key: as written
+    cfg = load_config(str(sub / "round.yaml"), ["evolve.base_policy=cli_dir"])
+    assert cfg.evolve.base_policy == "cli_dir"
+    (sub / "abs.yaml").write_text(f"evolve:\n  base_policy: {tmp_path / 'x'}\n")
+    assert load_config(str(sub / "abs.yaml")).evolve.base_policy == str(tmp_path / "x")

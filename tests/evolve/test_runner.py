@@ -291,7 +291,16 @@ def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
     small = ["data.arith_count=8", "data.arith_test_count=4", "data.arith_corpus_count=100"]
     demo = str(REPO / "configs/demo/evolve.yaml")
     plan = build_plan(demo)
-    assert [s.id for s in plan][:3] == ["round0.world", "round0.pretrain", "round0.eval"]
+    # By default the rounds start from the shipped base (a path relative to
+    # the config files, absolute once loaded); pretraining is a switch.
+    assert [s.id for s in plan][:3] == ["round0.world", "round0.eval", "round1.problems"]
+    shipped = str(REPO / "configs/demo/base_model")
+    assert {s.cfg.evolve.base_policy for s in plan} == {shipped}
+    pretrain = ["evolve.base_stages=[world,pretrain,eval]", "evolve.base_policy=null"]
+    assert [s.id for s in build_plan(demo, pretrain)][:3] == [
+        "round0.world", "round0.pretrain", "round0.eval"]
+    with pytest.raises(ConfigError, match="'pretrain' and evolve.base_policy is set"):
+        build_plan(demo, pretrain[:1])
     r = {s.round: s.cfg for s in plan}
     assert (r[1].mcts.errors_threshold, r[2].mcts.errors_threshold) == (2, 1)
     assert r[3].mcts.ppm_init_value and not r[2].mcts.ppm_init_value
@@ -300,7 +309,7 @@ def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
     assert [r[i].train.ppm.max_steps for i in (1, 2, 3, 4)] == [240, 80, 80, 80]
     assert r[1].data.arith_test_seed != r[1].data.arith_seed != r[1].data.arith_corpus_seed
     run = str(tmp_path / "demo")
-    report = run_evolve(demo, run, fakes + small, echo=lambda s: None)
+    report = run_evolve(demo, run, pretrain + fakes + small, echo=lambda s: None)
     assert [x["round"] for x in report["rounds"]] == [1, 2, 3, 4]
     world_manifest = _manifest(run, 0, "world")
     assert world_manifest["counts"]["corpus"] == 100
