@@ -79,10 +79,11 @@ def pretrain(ctx: StageContext) -> Dict[str, Any]:
 
 def model_overrides(cfg: Config, path: Optional[str], tokenizer_dir: Optional[str]) -> Config:
     """`cfg` with its model weights at `path`: an HF directory (config.json) or our checkpoint."""
+    from rstar_jax.models.loading import is_hf_dir
+
     model = cfg.model
     if path:
-        if os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(
-                os.path.join(path, "params")):
+        if is_hf_dir(path):
             model = replace(model, hf_dir=path, checkpoint=None)
         else:
             model = replace(model, checkpoint=path)

@@ -10,6 +10,7 @@ this module.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional, Type
 
 from flax import nnx
@@ -62,6 +63,13 @@ def load_hf(cls: Type[nnx.Module], hf_dir: str, *, mesh: Optional[Mesh] = None,
     abstract = abstract_model(cls, arch, seed=seed)
     return place_params(abstract, hf_to_params(tensors, arch, ppm=cls is PPM),
                         mesh=mesh, rules=rules)
+
+
+def is_hf_dir(path: Optional[str]) -> bool:
+    """Whether `path` is an HF model directory (config.json + safetensors)
+    rather than one of our checkpoints or exports (which hold `params/`)."""
+    return bool(path) and os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(
+        os.path.join(path, "params"))
 
 
 def _tokenizer_source(m, checkpoint: Optional[str]) -> Optional[str]:

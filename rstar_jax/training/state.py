@@ -39,9 +39,16 @@ def load_for_training(cfg: Config, kind: str, mesh: Mesh, init_from: Optional[st
     (`model.checkpoint`, `model.hf_dir`, else a fresh init).
     """
     from rstar_jax.models.decoder import set_remat
-    from rstar_jax.models.loading import load_policy, load_ppm
+    from rstar_jax.models.loading import is_hf_dir, load_policy, load_ppm
 
-    if init_from and kind == "ppm":
+    if is_hf_dir(init_from):
+        # An HF model (a pretrained base, e.g. round 1 from Qwen or the demo's
+        # shipped base): its weights, for a PPM with the reference's value
+        # head if it has one, else a fresh head on its backbone.
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, hf_dir=init_from, checkpoint=None),
+            ppm=dataclasses.replace(cfg.ppm, checkpoint=None))
+    elif init_from and kind == "ppm":
         cfg = dataclasses.replace(cfg, ppm=dataclasses.replace(cfg.ppm, checkpoint=init_from))
     elif init_from:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, checkpoint=init_from))

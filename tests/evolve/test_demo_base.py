@@ -95,3 +95,32 @@ def test_shipped_base_predicts_its_corpus(tmp_path):
     final = _provenance()["pretrain"]["metrics"]["pretrain_loss"]
     assert loss < 3 * final + 0.05 and loss < 0.1 * np.log(load_config(DEMO).model.vocab_size), (
         loss, final)
+
+
+def test_training_starts_from_an_hf_base(tmp_path):
+    """Round 1's SFT and PPM start from the base model, which may be an HF
+    directory (the shipped base; a pretrained Qwen): its weights, not a
+    search for one of our checkpoints there. The PPM gets the backbone
+    with a fresh value head."""
+    import jax
+
+    from rstar_jax.data.tokenizer import load_tokenizer
+    from rstar_jax.models.loading import is_hf_dir
+    from rstar_jax.models.mesh import make_mesh
+    from rstar_jax.training import state as st
+
+    assert is_hf_dir(str(BASE)) and not is_hf_dir(str(tmp_path))
+    cfg = load_config(DEMO)
+    tok, _ = load_tokenizer(str(BASE))
+    mesh = make_mesh(cfg.mesh)
+    _, policy, _, arch = st.load_for_training(cfg, "policy", mesh, init_from=str(BASE), tokenizer=tok)
+    _, ppm, _, ppm_arch = st.load_for_training(cfg, "ppm", mesh, init_from=str(BASE), tokenizer=tok)
+    assert arch.hidden_size == ppm_arch.hidden_size == cfg.model.hidden_size
+    from rstar_jax.models.convert import HFTensors
+
+    embed = np.asarray(HFTensors(str(BASE))["model.embed_tokens.weight"])
+    leaves = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+              jax.tree_util.tree_leaves_with_path(policy)}
+    assert any(v.shape == embed.shape and np.array_equal(v, embed) for v in leaves.values())
+    ppm_leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(ppm)]
+    assert any(v.shape == embed.shape and np.array_equal(v, embed) for v in ppm_leaves)
