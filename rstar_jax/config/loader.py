@@ -172,6 +172,17 @@ def _check_choices(node) -> None:
             )
 
 
+ROUND_METHODS = ("greedy", "best_of_n", "mcts_ppm")
+
+
+def _check_round_methods(node) -> None:
+    methods = list(OmegaConf.select(node, "eval.round_methods") or [])
+    bad = [m for m in methods if m not in ROUND_METHODS]
+    if bad or "greedy" not in methods or len(set(methods)) != len(methods):
+        raise ConfigError(f"bad value for 'eval.round_methods': {methods!r}; expected distinct "
+                          f"names of {', '.join(ROUND_METHODS)}, greedy included")
+
+
 def _check_ranges(node) -> None:
     for key, rng in RANGES.items():
         value = OmegaConf.select(node, key)
@@ -233,6 +244,7 @@ def load_config(
             raise _explain(e, file) from None
     node = apply_overrides(node, overrides)
     _check_choices(node)
+    _check_round_methods(node)
     _check_ranges(node)
     _check_mesh(node)
     return OmegaConf.to_object(node)
@@ -297,5 +309,6 @@ def from_dict(data: dict) -> Config:
     except OmegaConfBaseException as e:
         raise _explain(e, "saved config") from None
     _check_choices(node)
+    _check_round_methods(node)
     _check_ranges(node)
     return OmegaConf.to_object(node)

@@ -440,6 +440,13 @@ class EvalConfig:
     """Evaluation harness."""
 
     benchmarks: List[str] = field(default_factory=lambda: ["math500"])
+    # What each round's evolve eval stage runs (round 0: greedy only):
+    # greedy, best_of_n (the PPM's pick and the majority vote over eval.k
+    # sampled trajectories), mcts_ppm (MCTS with the round's PPM under
+    # inference_eval). greedy is required (every comparison needs it); a
+    # method left out is "-" in the report and its comparisons are skipped
+    # (the demo runs MCTS+PPM only in round 4, for time).
+    round_methods: List[str] = field(default_factory=lambda: ["greedy", "best_of_n", "mcts_ppm"])
     data_dir: Optional[str] = None
     method: str = "greedy"  # greedy | majority | best_of_n | beam | mcts_ppm
     k: int = 8

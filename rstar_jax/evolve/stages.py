@@ -326,7 +326,7 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
         cfg, methods = model_overrides(ctx.cfg, ctx.policy(), ctx.tokenizer_dir()), ("greedy",)
     else:
         cfg = with_ppm(model_overrides(ctx.cfg, ctx.policy(), ctx.tokenizer_dir()), ctx.ppm())
-        methods = ROUND_METHODS
+        methods = tuple(m for m in ROUND_METHODS if m in ctx.cfg.eval.round_methods)
     by_set = _run_methods(ctx, cfg, names, given, methods)
     sets = {name: _set_metrics(res) for name, res in by_set.items()}
     first_name = next(iter(by_set))  # canonical names: "aime" is "aime2024" here
@@ -341,8 +341,9 @@ def evaluate(ctx: StageContext) -> Dict[str, Any]:
                 "details": {"benchmarks": sets}}
     metrics = {k: first[k] for k in ("greedy_acc", "mcts_ppm_acc", "ppm_selected_acc", "majority_acc")}
     metrics["trajectories"] = first.get("trajectories") or ctx.cfg.eval.k
-    scored = ("best_of_n", "mcts_ppm")
-    details = {"protocol": protocol(cfg), "benchmarks": sets,
+    scored = tuple(m for m in ("best_of_n", "mcts_ppm") if m in methods)
+    # The MCTS protocol only where MCTS+PPM ran (eval.round_methods).
+    details = {"protocol": protocol(cfg) if "mcts_ppm" in methods else None, "benchmarks": sets,
                "ppm_margins": {m: _margins(ctx, cfg, m, first_name) for m in scored}}
     return {"outputs": outputs, "counts": counts, "metrics": metrics, "details": details}
 

@@ -242,3 +242,13 @@ def test_model_paths_in_a_file_are_relative_to_it_and_on_the_command_line_to_the
     assert cfg.evolve.base_policy == "cli_dir"
     (sub / "abs.yaml").write_text(f"evolve:\n  base_policy: {tmp_path / 'x'}\n")
     assert load_config(str(sub / "abs.yaml")).evolve.base_policy == str(tmp_path / "x")
+
+
+@pytest.mark.parametrize("value", ["[best_of_n]", "[greedy,greedy]", "[greedy,beam]"])
+def test_round_methods_are_distinct_known_names_with_greedy(value):
+    """Every comparison needs greedy; an unknown or repeated method is
+    refused when the config loads, not in round 1's eval hours later."""
+    with pytest.raises(ConfigError, match="eval.round_methods"):
+        load_config(None, [f"eval.round_methods={value}"])
+    assert load_config(None, ["eval.round_methods=[greedy,mcts_ppm]"]).eval.round_methods == [
+        "greedy", "mcts_ppm"]

@@ -306,7 +306,9 @@ def test_demo_configs_plan_and_run_with_model_stages_faked(tmp_path):
     assert r[3].mcts.ppm_init_value and not r[2].mcts.ppm_init_value
     assert r[4].mcts.unsolved_rollouts > r[3].mcts.unsolved_rollouts and r[4].mcts.unsolved_seeds == 1
     # Round 1's PPM trains longer; later rounds continue it (round files inherit each other).
-    assert [r[i].train.ppm.max_steps for i in (1, 2, 3, 4)] == [240, 80, 80, 80]
+    assert [r[i].train.ppm.max_steps for i in (1, 2, 3, 4)] == [160, 60, 60, 60]
+    # Rounds 1-3 measure greedy only; round 4 every method (eval.round_methods).
+    assert [r[i].eval.round_methods for i in (1, 4)] == [["greedy"], ["greedy", "best_of_n", "mcts_ppm"]]
     assert r[1].data.arith_test_seed != r[1].data.arith_seed != r[1].data.arith_corpus_seed
     run = str(tmp_path / "demo")
     report = run_evolve(demo, run, pretrain + fakes + small, echo=lambda s: None)
