@@ -98,8 +98,6 @@ class StageContext:
         (`tokenizer_dir`), and another vocabulary would feed the model other
         ids with no error anywhere (e.g. the demo's shipped base after a
         change to the world's corpus)."""
-        if not os.path.isdir(base):
-            raise MissingInput(f"evolve.base_policy {base} is not a directory")
         world = self.output(0, "world", "tokenizer", required=False)
         shipped = os.path.join(base, "tokenizer.json")
         if self.cfg.model.tokenizer_dir or not world or not os.path.isfile(shipped):

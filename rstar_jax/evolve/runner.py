@@ -120,6 +120,52 @@ def run_stage(spec: StageSpec, run_dir: str, revision: Optional[str]) -> Dict[st
     return manifest
 
 
+# Config keys whose change cannot change what a stage produced: how it
+# logs and where compiled programs are cached. Any other change makes a
+# finished stage another run's.
+RESULT_NEUTRAL_KEYS = ("logging.", "evolve.compile_cache", "engine.compilation_cache_dir",
+                       "checkpoint.async_save", "train.tensorboard")
+
+
+def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+    """The dotted keys whose values differ between two configs (as dicts),
+    the result-neutral ones (`RESULT_NEUTRAL_KEYS`) left out."""
+    a, b = _flat(dict(old)), _flat(dict(new))
+    return sorted(k for k in set(a) | set(b)
+                  if a.get(k) != b.get(k) and not k.startswith(RESULT_NEUTRAL_KEYS))
+
+
+def _check_finished(spec: StageSpec, done: Mapping[str, Any], run_dir: str) -> None:
+    """A finished stage is kept only if it was made under this config (bar
+    result-neutral keys): a rerun after a config edit must not mix two
+    runs' results in one report."""
+    new = to_dict(spec.cfg)
+    if done.get("config_hash") == config_hash(new):
+        return
+    old = done.get("config")
+    diff = changed_keys(old, new) if isinstance(old, dict) else ["(the config it recorded is unreadable)"]
+    where = stage_dir(run_dir, spec.round, spec.name)
+    if not diff:
+        log.info("%s: finished under a config that differs only in logging/caching keys; kept",
+                 spec.id)
+        return
+    shown = ", ".join(f"{k}: {_flat(old).get(k)!r} -> {_flat(new).get(k)!r}"
+                      if isinstance(old, dict) else k for k in diff[:6])
+    more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
+    raise ConfigError(f"{spec.id} finished under another config ({shown}{more}); rerun with the "
+                      f"config it was made with, or delete {where} and the stages after it to "
+                      "redo them under this one")
+
+
 def _round_ends(selected: Sequence[StageSpec], plan: Sequence[StageSpec]) -> set:
     """Stage ids after which a round is complete (report time)."""
     last = {}
@@ -162,9 +208,7 @@ def run_evolve(
     for spec in selected:
         done = read_manifest(stage_dir(run_dir, spec.round, spec.name))
         if done is not None:
-            if done.get("config_hash") != config_hash(to_dict(spec.cfg)):
-                log.warning("%s: finished under a different config; keeping it (delete %s to redo)",
-                            spec.id, stage_dir(run_dir, spec.round, spec.name))
+            _check_finished(spec, done, run_dir)
             log.info("%s: already finished, skipped", spec.id)
         else:
             run_stage(spec, run_dir, revision)

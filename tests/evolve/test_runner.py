@@ -141,6 +141,29 @@ def test_full_run_manifests_report_and_skip(configs, tmp_path, capsys):
     _same_rounds(again["rounds"], EXPECTED_ROUNDS)
 
 
+def test_rerun_under_an_edited_config_is_refused_not_mixed(configs, tmp_path, caplog):
+    """A finished stage made under another config is another run's result:
+    rerunning with a changed key stops, naming the stage, the key and both
+    values, before anything runs; a logging-only change resumes."""
+    from rstar_jax.evolve.runner import changed_keys
+
+    run = str(tmp_path / "run")
+    run_evolve(configs, run)
+    before = _calls(run)
+    # Overrides apply to every round: the first finished stage refuses.
+    with pytest.raises(ConfigError, match=r"round0\.world finished under another config "
+                                          r"\(mcts\.rollouts: \d+ -> 3\)") as err:
+        run_evolve(configs, run, ["mcts.rollouts=3"])
+    assert os.path.join(run, "round_0", "world") in str(err.value)
+    assert _calls(run) == before  # nothing ran
+    with caplog.at_level("INFO", logger="rstar_jax.evolve.runner"):
+        report = run_evolve(configs, run, ["logging.progress_every_s=7", "logging.level=DEBUG"])
+    _same_rounds(report["rounds"], EXPECTED_ROUNDS)
+    assert _calls(run) == before and "differs only in logging/caching keys" in caplog.text
+    assert changed_keys({"a": {"b": 1, "c": [1]}, "logging": {"level": "INFO"}},
+                        {"a": {"b": 2, "c": [1]}, "logging": {"level": "DEBUG"}}) == ["a.b"]
+
+
 def test_report_states_the_protocol_and_where_the_ppm_fails(configs, tmp_path, capsys):
     run = str(tmp_path / "run")
     report = run_evolve(configs, run)
