@@ -43,11 +43,15 @@ def _sha256(path: str) -> str:
 
 
 def _git_commit() -> str:
+    """HEAD, marked when the working tree holds uncommitted changes to tracked files."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{head} (with uncommitted changes)" if dirty else head
 
 
 def _shown(path: str) -> str:
