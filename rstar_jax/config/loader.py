@@ -166,21 +166,23 @@ def _walk_chain(current: str, order: List[str], stack: List[str]) -> None:
 def _check_choices(node) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(node, key)
+        if OmegaConf.is_list(value):  # a list key: each item from the set
+            value = next((v for v in value if v not in allowed), None)
+            if value is None:
+                continue
         if value not in allowed:
             raise ConfigError(
                 f"bad value for '{key}': {value!r}; expected one of {', '.join(map(str, allowed))}"
             )
 
 
-ROUND_METHODS = ("greedy", "best_of_n", "mcts_ppm")
-
-
 def _check_round_methods(node) -> None:
+    """Beyond `CHOICES` (each item known): no repeats, and greedy, which
+    every comparison of the report needs."""
     methods = list(OmegaConf.select(node, "eval.round_methods") or [])
-    bad = [m for m in methods if m not in ROUND_METHODS]
-    if bad or "greedy" not in methods or len(set(methods)) != len(methods):
+    if "greedy" not in methods or len(set(methods)) != len(methods):
         raise ConfigError(f"bad value for 'eval.round_methods': {methods!r}; expected distinct "
-                          f"names of {', '.join(ROUND_METHODS)}, greedy included")
+                          f"names of {', '.join(CHOICES['eval.round_methods'])}, greedy included")
 
 
 def _check_ranges(node) -> None:

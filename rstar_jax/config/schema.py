@@ -598,6 +598,7 @@ CHOICES: Dict[str, tuple] = {
     "evolve.sft_data": ("round", "cumulative"),
     "evolve.pretrain.schedule": ("linear", "constant", "cosine"),
     "eval.method": ("greedy", "majority", "best_of_n", "beam", "mcts_ppm"),
+    "eval.round_methods": ("greedy", "best_of_n", "mcts_ppm"),  # each item of the list
     "inference_eval.mode": ("runs", "single_tree"),
     "eval.mcts_selection": ("top_score", "top_k_majority", "weighted", "majority"),
     "eval.processbench_tune_subset": ("gsm8k", "math", "olympiadbench", "omnimath"),

@@ -152,14 +152,18 @@ def _check_finished(spec: StageSpec, done: Mapping[str, Any], run_dir: str) -> N
     if done.get("config_hash") == config_hash(new):
         return
     old = done.get("config")
-    diff = changed_keys(old, new) if isinstance(old, dict) else ["(the config it recorded is unreadable)"]
+    if isinstance(old, dict):
+        diff = changed_keys(old, new)
+        before, after = _flat(old), _flat(new)
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in diff[:6])
+    else:
+        diff = ["(the config it recorded is unreadable)"]
+        shown = diff[0]
     where = stage_dir(run_dir, spec.round, spec.name)
     if not diff:
         log.info("%s: finished under a config that differs only in logging/caching keys; kept",
                  spec.id)
         return
-    shown = ", ".join(f"{k}: {_flat(old).get(k)!r} -> {_flat(new).get(k)!r}"
-                      if isinstance(old, dict) else k for k in diff[:6])
     more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
     raise ConfigError(f"{spec.id} finished under another config ({shown}{more}); rerun with the "
                       f"config it was made with, or delete {where} and the stages after it to "

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any, Dict, Optional
 
-from rstar_jax.config.schema import Config, replace
+from rstar_jax.config.schema import CHOICES, Config, replace
 from rstar_jax.evolve.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -288,8 +288,9 @@ def _frac(summary: Dict[str, Any], key: str) -> Optional[float]:
     return None if v is None else float(v) / 100.0
 
 
-# What each round's eval runs; round 0 (the base model) runs greedy only.
-ROUND_METHODS = ("greedy", "best_of_n", "mcts_ppm")
+# What a round's eval can run, in this order (`eval.round_methods` picks);
+# round 0 (the base model) runs greedy only.
+ROUND_METHODS = CHOICES["eval.round_methods"]
 # Per-problem correctness kept per method (best_of_n gives two: the PPM's
 # top-scored answer and the majority vote over the same trajectories).
 CORRECTNESS_KEYS = ("greedy", "mcts_ppm", "ppm_selected", "majority")
