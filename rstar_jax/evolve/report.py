@@ -103,6 +103,11 @@ COMPARISONS = (
     ("greedy_vs_base", "greedy - base greedy", "greedy", "base", "greedy"),
     ("mcts_ppm_vs_greedy", "MCTS+PPM - greedy", "mcts_ppm", "same", "greedy"),
     ("ppm_selected_vs_majority", "PPM-selected - majority", "ppm_selected", "same", "majority"),
+    # Ceilings, not claims: how much a perfect answer choice could add over
+    # the vote and over the PPM's choice in the tree (the room the PPM has).
+    ("any_of_k_vs_majority", "any of k correct - majority (ceiling)", "any_of_k", "same", "majority"),
+    ("mcts_any_vs_mcts_ppm", "any tree answer correct - MCTS+PPM (ceiling)", "mcts_any", "same",
+     "mcts_ppm"),
 )
 LEVEL = 0.95
 

@@ -292,8 +292,10 @@ def _frac(summary: Dict[str, Any], key: str) -> Optional[float]:
 # round 0 (the base model) runs greedy only.
 ROUND_METHODS = CHOICES["eval.round_methods"]
 # Per-problem correctness kept per method (best_of_n gives two: the PPM's
-# top-scored answer and the majority vote over the same trajectories).
-CORRECTNESS_KEYS = ("greedy", "mcts_ppm", "ppm_selected", "majority")
+# top-scored answer and the majority vote over the same trajectories), and
+# the ceilings of answer choice: any of best_of_n's k trajectories correct,
+# any answer of the MCTS+PPM tree correct (what a perfect selector would get).
+CORRECTNESS_KEYS = ("greedy", "mcts_ppm", "ppm_selected", "majority", "any_of_k", "mcts_any")
 
 
 def evaluate(ctx: StageContext) -> Dict[str, Any]:
@@ -413,8 +415,11 @@ def _write_correctness(ctx: StageContext, cfg: Config, sets, methods, path: str)
                     scores = None if r.scores is None else tuple(float(x) for x in r.scores)
                     pm = M.problem_metrics(M.Samples(gold, tuple(r.preds), scores), cfg.eval.k, cg)
                     row["ppm_selected"], row["majority"] = pm["best@k"], pm["maj@k"]
+                    row["any_of_k"] = float(any(p is not None and cg(p, gold) for p in r.preds[: cfg.eval.k]))
                 else:
                     row[m] = float(cg(r.chosen, gold))
+                    if m == "mcts_ppm":
+                        row["mcts_any"] = float(any(p is not None and cg(p, gold) for p in r.preds))
         # A problem counts when every method graded it (a None best@k: no scores).
         ids = sorted(p for p, row in per.items()
                      if all(row.get(k) is not None for k in _keys_for(methods)))
@@ -424,7 +429,8 @@ def _write_correctness(ctx: StageContext, cfg: Config, sets, methods, path: str)
 
 
 def _keys_for(methods) -> tuple:
-    keys = {"greedy": ("greedy",), "mcts_ppm": ("mcts_ppm",), "best_of_n": ("ppm_selected", "majority")}
+    keys = {"greedy": ("greedy",), "mcts_ppm": ("mcts_ppm", "mcts_any"),
+            "best_of_n": ("ppm_selected", "majority", "any_of_k")}
     return tuple(k for m in methods for k in keys[m])
 
 

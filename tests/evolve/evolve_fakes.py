@@ -119,13 +119,17 @@ def evaluate(ctx):
 
 def fake_correctness(r):
     """Ten test problems: the base gets none; round r's greedy the first 2r,
-    its MCTS+PPM one more, PPM-selected and majority the same as greedy."""
+    its MCTS+PPM one more, PPM-selected and majority the same as greedy; one
+    of the k trajectories right on 2 more problems than the vote, one of the
+    tree's answers on 3 more than MCTS+PPM (capped at 10)."""
     ids = [f"t{i}" for i in range(10)]
     greedy = [1.0 if i < 2 * r else 0.0 for i in range(10)]
     out = {"ids": ids, "digests": [f"d{i}" for i in range(10)], "greedy": greedy}
     if r:
         out.update(mcts_ppm=[1.0 if i < 2 * r + 1 else 0.0 for i in range(10)],
-                   ppm_selected=list(greedy), majority=list(greedy))
+                   ppm_selected=list(greedy), majority=list(greedy),
+                   any_of_k=[1.0 if i < 2 * r + 2 else 0.0 for i in range(10)],
+                   mcts_any=[1.0 if i < 2 * r + 4 else 0.0 for i in range(10)])
     return out
 
 

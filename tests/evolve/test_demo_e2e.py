@@ -24,7 +24,8 @@ REDUCED = [
 ROUND_KEYS = {"round", "solved_share", "greedy_acc", "mcts_ppm_acc", "ppm_pair_acc", "majority_acc",
               "ppm_selected_acc", "trajectories"}
 DETAIL_KEYS = {"protocol", "ppm_margins", "ppm_pairs", "benchmarks", "comparisons"}
-COMPARISONS = {"greedy_vs_base", "mcts_ppm_vs_greedy", "ppm_selected_vs_majority"}
+COMPARISONS = {"greedy_vs_base", "mcts_ppm_vs_greedy", "ppm_selected_vs_majority",
+               "any_of_k_vs_majority", "mcts_any_vs_mcts_ppm"}
 
 
 @pytest.mark.slow
@@ -64,6 +65,10 @@ def test_reduced_embedded_run(tmp_path):
             assert r["ppm_margins"]["best_of_n"]["all"]["problems"] == 8
             assert r["trajectories"] == 2
             assert set(r["comparisons"]["test"]) == COMPARISONS
+            # The answer a vote or the PPM picks is one of the candidates: a
+            # problem it gets right has a right candidate, so no ceiling is below it.
+            for key in ("any_of_k_vs_majority", "mcts_any_vs_mcts_ppm"):
+                assert r["comparisons"]["test"][key]["diff"] >= 0.0
         for key in ROUND_KEYS - {"round", "trajectories"}:
             if r[key] is None and key == "ppm_pair_acc":
                 # Only a round whose search found no pair (said in the notes) has no PPM score.

@@ -190,7 +190,13 @@ def test_report_pairs_each_comparison_with_its_interval(configs, tmp_path, capsy
     run = str(tmp_path / "run")
     report = run_evolve(configs, run)
     c = report["rounds"][3]["comparisons"]["test"]
-    assert set(c) == {"greedy_vs_base", "mcts_ppm_vs_greedy", "ppm_selected_vs_majority"}
+    assert set(c) == {"greedy_vs_base", "mcts_ppm_vs_greedy", "ppm_selected_vs_majority",
+                      "any_of_k_vs_majority", "mcts_any_vs_mcts_ppm"}
+    # The ceilings of answer choice: a perfect selector's room over the vote
+    # (2 problems) and over the PPM's choice in the tree (9 of 10 -> all 10).
+    assert c["any_of_k_vs_majority"]["diff"] == pytest.approx(0.2)
+    assert c["mcts_any_vs_mcts_ppm"]["diff"] == pytest.approx(0.1)
+    assert report["rounds"][0]["comparisons"]["test"]["mcts_any_vs_mcts_ppm"]["diff"] == pytest.approx(0.3)
     g = c["greedy_vs_base"]
     assert g["n"] == 10 and g["diff"] == pytest.approx(0.8) and g["excludes_zero"]
     assert 0.5 <= g["ci"][0] <= 0.8 <= g["ci"][1] <= 1.0
@@ -205,6 +211,7 @@ def test_report_pairs_each_comparison_with_its_interval(configs, tmp_path, capsy
     lo, hi = (f"{100 * v:+.1f}" for v in g["ci"])
     assert f"| 4 | test | greedy - base greedy | 10 | +80.0 | [{lo}, {hi}] | yes |" in md
     assert "| 4 | test | PPM-selected - majority | 10 | +0.0 | [+0.0, +0.0] | no |" in md
+    assert "| 4 | test | any of k correct - majority (ceiling) | 10 | +20.0 |" in md
     assert "round 1 test greedy - base greedy (" not in md  # 2 of 10: the interval holds 0
     assert "round 4 test greedy - base greedy (+80.0 points, n=10)" in md
     assert "| 4 | MCTS+PPM | 90.0 (n=10) |" in md and "| base | greedy | 0.0 (n=10) |" in md

@@ -133,6 +133,8 @@ def test_eval_stage_covers_the_test_split_and_eval_benchmarks(tmp_path, monkeypa
     assert t["ids"] == ["arith-1000003-0", "arith-1000003-1", "arith-1000003-2"]
     assert (t["greedy"], t["mcts_ppm"]) == ([1.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     assert (t["ppm_selected"], t["majority"]) == ([1.0] * 3, [0.0] * 3)
+    # Ceilings: one of the k trajectories / one of the tree's answers is right.
+    assert (t["any_of_k"], t["mcts_any"]) == ([1.0] * 3, [1.0] * 3)
     assert len(set(t["digests"])) == 3
     from rstar_jax.evaluation.methods import protocol
 
