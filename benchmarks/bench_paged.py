@@ -18,6 +18,8 @@ Parts (`--parts`, default all):
     budget as pages, slots no limit. Peak and mean slots decoding per
     decode call, wall time; greedy and seeded-sampling tokens compared
     between the layouts (target: peak >= 4x dense, tokens identical).
+  * ``decode``: decode calls alone at each batch, the layouts interleaved
+    call by call, median and range over `--reps` (not in the default parts).
   * ``speed``: `bench_engine.py`-shaped work (128-token prompts, 64 new,
     greedy): `generate` and decode-only tok/s at batch 1/16/64, the two
     layouts alternating, best of `--reps` (target: paged within 5%).
@@ -195,6 +197,43 @@ def speed_part(policy, tok, arch, rec, page_size, batches, reps):
         del engines
 
 
+def decode_part(policy, tok, arch, rec, page_size, batches, reps):
+    """Decode calls alone, every slot busy (128-token prompts, view 192),
+    dense and paged interleaved call by call: median and range of `reps`
+    timings of 4 calls each (steadier than `speed`'s best of a few)."""
+    from rstar_jax.inference import SamplingParams
+
+    prompt_len, new = 128, 64
+    rng = np.random.RandomState(0)
+    for b in batches:
+        kw = dict(num_slots=b, max_seq_len=prompt_len + new, prefill_buckets=[prompt_len, prompt_len + new],
+                  prefix_cache=False, page_size=page_size, max_new_tokens=new, prefill_chunk=512)
+        engines = {layout: engine_for(policy, tok, layout, **kw) for layout in LAYOUTS}
+        prompts = [text(rng.randint(1, arch.vocab_size, prompt_len)) for _ in range(b)]
+        for e in engines.values():
+            e.prefill_into_slots([tok.encode(p) for p in prompts],
+                                 SamplingParams(max_new_tokens=4 * new, temperature=0.0))
+            e.core.ensure_cache_length(prompt_len + new)
+            np.asarray(e.decode())
+        rates = {k: [] for k in engines}
+        for _ in range(reps):
+            for name, e in engines.items():
+                t = time.perf_counter()
+                for _ in range(4):
+                    last = e.core.decode(e._tables)
+                np.asarray(last)
+                rates[name].append(b * 4 * e.core.steps / (time.perf_counter() - t))
+        med = {k: float(np.median(v)) for k, v in rates.items()}
+        rec.put("decode_tok_s_median", med, b)
+        rec.put("decode_tok_s_range", {k: [float(min(v)), float(max(v))] for k, v in rates.items()}, b)
+        rec.put("decode_paged_over_dense", med["paged"] / med["dense"], b)
+        print(f"decode, batch {b}: median tok/s dense {med['dense']:.1f} "
+              f"[{min(rates['dense']):.1f}, {max(rates['dense']):.1f}], paged {med['paged']:.1f} "
+              f"[{min(rates['paged']):.1f}, {max(rates['paged']):.1f}] ({med['paged'] / med['dense']:.3f}x), "
+              f"{reps} reps", flush=True)
+        del engines
+
+
 def main(argv=None):
     import json
 
@@ -233,10 +272,13 @@ def main(argv=None):
         arch = ArchConfig.from_model_config(load_config(path, over).model)
         return init_model(Policy, arch, seed=0), word_tokenizer(arch.vocab_size), arch
 
-    if "clone" in parts or "speed" in parts:
+    if "clone" in parts or "speed" in parts or "decode" in parts:
         policy, tok, arch = model(args.model)
         if "clone" in parts:
             clone_part(policy, tok, arch, rec, args.page_size)
+        if "decode" in parts:
+            decode_part(policy, tok, arch, rec, args.page_size, [int(b) for b in args.batches.split(",")],
+                        args.reps)
         if "speed" in parts:
             speed_part(policy, tok, arch, rec, args.page_size, [int(b) for b in args.batches.split(",")],
                        args.reps)
