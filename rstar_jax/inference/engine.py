@@ -55,6 +55,10 @@ from rstar_jax.inference.types import Completion, GenerationRequest, SamplingPar
 log = logging.getLogger(__name__)
 
 
+# Prompts `prompt_fits` tokenized and `generate` has not yet taken, kept at most.
+_ASKED_KEPT = 4096
+
+
 class PromptTooLongError(ValueError):
     """A prompt does not fit the context and `engine.truncation` is `error`."""
 
@@ -172,6 +176,7 @@ class Engine(PagedScheduling):
         self._stops: List[str] = []
         self._tables = None
         self._set_tables()
+        self._asked: collections.OrderedDict[str, List[int]] = collections.OrderedDict()
         self.free_slots: List[int] = list(range(cfg.num_slots))
         self.slot_jobs: Dict[int, _Job] = {}
 
@@ -218,11 +223,19 @@ class Engine(PagedScheduling):
         end a path whose prompt filled the context instead of failing)."""
         if self.cfg.truncation != "error":
             return True
-        return len(self.tokenizer.encode(prompt, add_special_tokens=False)) <= self.max_seq_len - 1
+        ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        # Kept for the `generate` that usually follows (a search asks of every
+        # leaf prompt, then generates from it): one tokenization, not two.
+        self._asked[prompt] = ids
+        while len(self._asked) > _ASKED_KEPT:
+            self._asked.popitem(last=False)
+        return len(ids) <= self.max_seq_len - 1
 
     def encode(self, prompt: str) -> List[int]:
         """Token ids of `prompt` (no special tokens added), truncated per config."""
-        ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        ids = self._asked.pop(prompt, None)
+        if ids is None:
+            ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
         if not ids:
             raise ValueError("empty prompt: nothing to continue from")
         limit = self.max_seq_len - 1

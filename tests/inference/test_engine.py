@@ -159,6 +159,20 @@ def test_top_k_one_through_the_engine_is_greedy(engine, policy, tokenizer):
         assert all(c.token_ids == g[0].token_ids for c in t)
 
 
+class _Counting:
+    """A tokenizer that records each `encode`."""
+
+    def __init__(self, tok, calls):
+        self._tok, self._calls = tok, calls
+
+    def encode(self, text, **kw):
+        self._calls.append(text)
+        return self._tok.encode(text, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
 def test_over_long_prompts_error_or_truncate_as_configured(policy, tokenizer):
     long_prompt = prompt_with_tokens(tokenizer, 80)
     strict = make_engine(policy, tokenizer)
@@ -168,6 +182,19 @@ def test_over_long_prompts_error_or_truncate_as_configured(policy, tokenizer):
     assert not strict.prompt_fits(long_prompt)
     assert strict.prompt_fits(prompt_with_tokens(tokenizer, 63))
     assert not strict.prompt_fits(prompt_with_tokens(tokenizer, 64))
+    # A prompt asked about is tokenized once: `generate` takes the ids kept.
+    fits = prompt_with_tokens(tokenizer, 20)
+    calls = []
+    strict.tokenizer = _Counting(tokenizer, calls)
+    try:
+        assert strict.prompt_fits(fits)
+        want = strict.generate([fits], max_new_tokens=3, temperature=0.0)
+        assert len(calls) == 1 and fits not in strict._asked
+        strict.generate([fits], max_new_tokens=3, temperature=0.0)  # not asked: encoded afresh
+        assert len(calls) == 2
+    finally:
+        strict.tokenizer = tokenizer
+    assert strict.generate([fits], max_new_tokens=3, temperature=0.0) == want
     ids = tokenizer.encode(long_prompt)
     for mode, kept in (("left", ids[-63:]), ("right", ids[:63])):
         cut = make_engine(policy, tokenizer, f"engine.truncation={mode}")
