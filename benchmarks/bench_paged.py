@@ -149,9 +149,28 @@ def live_part(policy, tok, arch, rec, page_size, budget, max_seq_len):
               f"identical: {rec.data[f'live_{name}_tokens_identical']}", flush=True)
 
 
-def speed_part(policy, tok, arch, rec, page_size, batches, reps):
+def decode_rates(engines, tok, prompts, view, max_new, reps):
+    """{layout: tok/s of `reps` timings of 4 decode calls}, every slot busy
+    with one of `prompts`, the engines interleaved call by call."""
     from rstar_jax.inference import SamplingParams
 
+    for e in engines.values():
+        e.prefill_into_slots([tok.encode(p) for p in prompts],
+                             SamplingParams(max_new_tokens=max_new, temperature=0.0))
+        e.core.ensure_cache_length(view)
+        np.asarray(e.decode())
+    rates = {k: [] for k in engines}
+    for _ in range(reps):
+        for name, e in engines.items():
+            t = time.perf_counter()
+            for _ in range(4):
+                last = e.core.decode(e._tables)
+            np.asarray(last)
+            rates[name].append(len(prompts) * 4 * e.core.steps / (time.perf_counter() - t))
+    return rates
+
+
+def speed_part(policy, tok, arch, rec, page_size, batches, reps):
     prompt_len, new = 128, 64
     rng = np.random.RandomState(0)
     for b in batches:
@@ -171,18 +190,8 @@ def speed_part(policy, tok, arch, rec, page_size, batches, reps):
                     outs[layout] = engine.generate(prompts, **kw)
                 if rep:
                     best[layout][0] = max(best[layout][0], b * new / clock.wall)
-        for engine in engines.values():  # decode alone, every slot busy
-            engine.prefill_into_slots([tok.encode(p) for p in prompts],
-                                      SamplingParams(max_new_tokens=4 * new, temperature=0.0))
-            engine.core.ensure_cache_length(prompt_len + new)
-            np.asarray(engine.decode())
-        for _ in range(reps):
-            for layout, engine in engines.items():
-                t = time.perf_counter()
-                for _ in range(4):
-                    last = engine.core.decode(engine._tables)
-                np.asarray(last)
-                best[layout][1] = max(best[layout][1], b * 4 * engine.core.steps / (time.perf_counter() - t))
+        for layout, rates in decode_rates(engines, tok, prompts, prompt_len + new, 4 * new, reps).items():
+            best[layout][1] = max(rates)
         same = [c[0].token_ids for c in outs["dense"]] == [c[0].token_ids for c in outs["paged"]]
         for layout in LAYOUTS:
             rec.put(f"speed_{layout}", {"generate_tok_s": best[layout][0], "decode_tok_s": best[layout][1]}, b)
@@ -201,8 +210,6 @@ def decode_part(policy, tok, arch, rec, page_size, batches, reps):
     """Decode calls alone, every slot busy (128-token prompts, view 192),
     dense and paged interleaved call by call: median and range of `reps`
     timings of 4 calls each (steadier than `speed`'s best of a few)."""
-    from rstar_jax.inference import SamplingParams
-
     prompt_len, new = 128, 64
     rng = np.random.RandomState(0)
     for b in batches:
@@ -210,19 +217,7 @@ def decode_part(policy, tok, arch, rec, page_size, batches, reps):
                   prefix_cache=False, page_size=page_size, max_new_tokens=new, prefill_chunk=512)
         engines = {layout: engine_for(policy, tok, layout, **kw) for layout in LAYOUTS}
         prompts = [text(rng.randint(1, arch.vocab_size, prompt_len)) for _ in range(b)]
-        for e in engines.values():
-            e.prefill_into_slots([tok.encode(p) for p in prompts],
-                                 SamplingParams(max_new_tokens=4 * new, temperature=0.0))
-            e.core.ensure_cache_length(prompt_len + new)
-            np.asarray(e.decode())
-        rates = {k: [] for k in engines}
-        for _ in range(reps):
-            for name, e in engines.items():
-                t = time.perf_counter()
-                for _ in range(4):
-                    last = e.core.decode(e._tables)
-                np.asarray(last)
-                rates[name].append(b * 4 * e.core.steps / (time.perf_counter() - t))
+        rates = decode_rates(engines, tok, prompts, prompt_len + new, 4 * new, reps)
         med = {k: float(np.median(v)) for k, v in rates.items()}
         rec.put("decode_tok_s_median", med, b)
         rec.put("decode_tok_s_range", {k: [float(min(v)), float(max(v))] for k, v in rates.items()}, b)
