@@ -224,12 +224,14 @@ class Engine(PagedScheduling):
         if self.cfg.truncation != "error":
             return True
         ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        if len(ids) > self.max_seq_len - 1:
+            return False
         # Kept for the `generate` that usually follows (a search asks of every
         # leaf prompt, then generates from it): one tokenization, not two.
         self._asked[prompt] = ids
         while len(self._asked) > _ASKED_KEPT:
             self._asked.popitem(last=False)
-        return len(ids) <= self.max_seq_len - 1
+        return True
 
     def encode(self, prompt: str) -> List[int]:
         """Token ids of `prompt` (no special tokens added), truncated per config."""

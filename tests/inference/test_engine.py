@@ -189,7 +189,8 @@ def test_over_long_prompts_error_or_truncate_as_configured(policy, tokenizer):
     try:
         assert strict.prompt_fits(fits)
         want = strict.generate([fits], max_new_tokens=3, temperature=0.0)
-        assert len(calls) == 1 and fits not in strict._asked
+        assert len(calls) == 1 and fits not in strict._asked  # taken by generate
+        assert long_prompt not in strict._asked  # a prompt that does not fit is not kept
         strict.generate([fits], max_new_tokens=3, temperature=0.0)  # not asked: encoded afresh
         assert len(calls) == 2
     finally:
