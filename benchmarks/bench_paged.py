@@ -170,14 +170,19 @@ def decode_rates(engines, tok, prompts, view, max_new, reps):
     return rates
 
 
+def speed_engines(policy, tok, b, page_size, prompt_len, new):
+    """{layout: engine} of `b` slots for `prompt_len`-token prompts and `new` tokens."""
+    return {layout: engine_for(policy, tok, layout, num_slots=b, max_seq_len=prompt_len + new,
+                               prefill_buckets=[prompt_len, prompt_len + new], prefix_cache=False,
+                               page_size=page_size, max_new_tokens=new, prefill_chunk=512)
+            for layout in LAYOUTS}
+
+
 def speed_part(policy, tok, arch, rec, page_size, batches, reps):
     prompt_len, new = 128, 64
     rng = np.random.RandomState(0)
     for b in batches:
-        engines = {layout: engine_for(policy, tok, layout, num_slots=b, max_seq_len=prompt_len + new,
-                                      prefill_buckets=[prompt_len, prompt_len + new], prefix_cache=False,
-                                      page_size=page_size, max_new_tokens=new, prefill_chunk=512)
-                   for layout in LAYOUTS}
+        engines = speed_engines(policy, tok, b, page_size, prompt_len, new)
         for e in engines.values():
             e.warmup()
         prompts = [text(rng.randint(1, arch.vocab_size, prompt_len)) for _ in range(b)]
@@ -213,9 +218,7 @@ def decode_part(policy, tok, arch, rec, page_size, batches, reps):
     prompt_len, new = 128, 64
     rng = np.random.RandomState(0)
     for b in batches:
-        kw = dict(num_slots=b, max_seq_len=prompt_len + new, prefill_buckets=[prompt_len, prompt_len + new],
-                  prefix_cache=False, page_size=page_size, max_new_tokens=new, prefill_chunk=512)
-        engines = {layout: engine_for(policy, tok, layout, **kw) for layout in LAYOUTS}
+        engines = speed_engines(policy, tok, b, page_size, prompt_len, new)
         prompts = [text(rng.randint(1, arch.vocab_size, prompt_len)) for _ in range(b)]
         rates = decode_rates(engines, tok, prompts, prompt_len + new, 4 * new, reps)
         med = {k: float(np.median(v)) for k, v in rates.items()}
@@ -267,16 +270,15 @@ def main(argv=None):
         arch = ArchConfig.from_model_config(load_config(path, over).model)
         return init_model(Policy, arch, seed=0), word_tokenizer(arch.vocab_size), arch
 
+    batches = [int(b) for b in args.batches.split(",")]
     if "clone" in parts or "speed" in parts or "decode" in parts:
         policy, tok, arch = model(args.model)
         if "clone" in parts:
             clone_part(policy, tok, arch, rec, args.page_size)
         if "decode" in parts:
-            decode_part(policy, tok, arch, rec, args.page_size, [int(b) for b in args.batches.split(",")],
-                        args.reps)
+            decode_part(policy, tok, arch, rec, args.page_size, batches, args.reps)
         if "speed" in parts:
-            speed_part(policy, tok, arch, rec, args.page_size, [int(b) for b in args.batches.split(",")],
-                       args.reps)
+            speed_part(policy, tok, arch, rec, args.page_size, batches, args.reps)
     if "live" in parts:
         policy, tok, arch = model(args.live_model)
         live_part(policy, tok, arch, rec, args.page_size, args.budget, args.max_seq_len)

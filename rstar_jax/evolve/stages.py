@@ -411,21 +411,27 @@ def _write_correctness(ctx: StageContext, cfg: Config, sets, methods, path: str)
                     continue
                 row = per.setdefault(pid, {"digest": hashlib.sha256(r.question.encode()).hexdigest()[:16]})
                 gold = tuple(r.gold) if isinstance(r.gold, list) else r.gold
+                any_right = functools.partial(_any_right, cg, gold)
                 if m == "best_of_n":
                     scores = None if r.scores is None else tuple(float(x) for x in r.scores)
                     pm = M.problem_metrics(M.Samples(gold, tuple(r.preds), scores), cfg.eval.k, cg)
                     row["ppm_selected"], row["majority"] = pm["best@k"], pm["maj@k"]
-                    row["any_of_k"] = float(any(p is not None and cg(p, gold) for p in r.preds[: cfg.eval.k]))
+                    row["any_of_k"] = any_right(r.preds[: cfg.eval.k])
                 else:
                     row[m] = float(cg(r.chosen, gold))
                     if m == "mcts_ppm":
-                        row["mcts_any"] = float(any(p is not None and cg(p, gold) for p in r.preds))
+                        row["mcts_any"] = any_right(r.preds)
         # A problem counts when every method graded it (a None best@k: no scores).
         ids = sorted(p for p, row in per.items()
                      if all(row.get(k) is not None for k in _keys_for(methods)))
         out[name] = {"ids": ids, "digests": [per[p]["digest"] for p in ids],
                      **{k: [per[p][k] for p in ids] for k in _keys_for(methods)}}
     atomic_write_json(path, {"sets": out})
+
+
+def _any_right(grader, gold, preds) -> float:
+    """1.0 when any of `preds` is right (a ceiling of answer choice), else 0.0."""
+    return float(any(grader(p, gold) for p in preds))
 
 
 def _keys_for(methods) -> tuple:

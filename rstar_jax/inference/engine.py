@@ -223,7 +223,7 @@ class Engine(PagedScheduling):
         end a path whose prompt filled the context instead of failing)."""
         if self.cfg.truncation != "error":
             return True
-        ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+        ids = self._tokenize(prompt)
         if len(ids) > self.max_seq_len - 1:
             return False
         # Kept for the `generate` that usually follows (a search asks of every
@@ -233,11 +233,14 @@ class Engine(PagedScheduling):
             self._asked.popitem(last=False)
         return True
 
+    def _tokenize(self, prompt: str) -> List[int]:
+        return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+
     def encode(self, prompt: str) -> List[int]:
         """Token ids of `prompt` (no special tokens added), truncated per config."""
         ids = self._asked.pop(prompt, None)
         if ids is None:
-            ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+            ids = self._tokenize(prompt)
         if not ids:
             raise ValueError("empty prompt: nothing to continue from")
         limit = self.max_seq_len - 1
