@@ -20,6 +20,9 @@ Parts (`--parts`, default all):
     between the layouts (target: peak >= 4x dense, tokens identical).
   * ``decode``: decode calls alone at each batch, the layouts interleaved
     call by call, median and range over `--reps` (not in the default parts).
+  * ``mixed``: prefill chunks riding decode calls (`engine.mixed_prefill`)
+    against prefill calls of their own, paged layout, a workload whose later
+    requests arrive while earlier ones decode (not in the default parts).
   * ``speed``: `bench_engine.py`-shaped work (128-token prompts, 64 new,
     greedy): `generate` and decode-only tok/s at batch 1/16/64, the two
     layouts alternating, best of `--reps` (target: paged within 5%).
@@ -232,6 +235,46 @@ def decode_part(policy, tok, arch, rec, page_size, batches, reps):
         del engines
 
 
+def mixed_part(policy, tok, arch, rec, page_size, reps):
+    """Prefill chunks riding decode calls (`engine.mixed_prefill`) against
+    prefill calls of their own, paged layout, same run: 16 requests of 4
+    candidates through 32 slots (later requests are prefilled while earlier
+    ones decode), prompts 128-384 tokens, 32-96 new; wall time of
+    `generate`, best of `reps` after a warm-up round, the two alternating."""
+    from rstar_jax.inference import GenerationRequest, SamplingParams
+
+    rng = np.random.RandomState(5)
+    reqs = [GenerationRequest(text(rng.randint(1, arch.vocab_size, rng.randint(128, 385))),
+                              SamplingParams(n=4, max_new_tokens=int(rng.randint(32, 97)),
+                                             temperature=1.0, seed=i))
+            for i in range(16)]
+    engines = {name: engine_for(policy, tok, "paged", num_slots=32, max_seq_len=512,
+                                prefill_buckets=[128, 256, 512], prefix_cache=False,
+                                page_size=page_size, prefill_chunk=128, prefill_tokens=1024,
+                                mixed_prefill=on)
+               for name, on in (("apart", False), ("mixed", True))}
+    best = {name: float("inf") for name in engines}
+    outs = {}
+    for rep in range(reps + 1):  # the first round compiles
+        for name, engine in engines.items():
+            calls = engine.core.mixed_calls
+            with Clock() as clock:
+                outs[name] = engine.generate(reqs)
+            if rep:
+                best[name] = min(best[name], clock.wall)
+            rec.put("mixed_calls", engine.core.mixed_calls - calls, name)
+    tokens = sum(len(c.token_ids) for cands in outs["apart"] for c in cands)
+    same = ([[c.token_ids for c in cands] for cands in outs["apart"]]
+            == [[c.token_ids for c in cands] for cands in outs["mixed"]])
+    for name in engines:
+        rec.put("mixed_generate", {"wall_s": best[name], "tok_s": tokens / best[name]}, name)
+    rec.put("mixed_over_apart", best["apart"] / best["mixed"])
+    rec.put("mixed_tokens_identical", same)
+    print(f"mixed: generate {best['apart']:.2f} s with prefill calls apart, {best['mixed']:.2f} s with "
+          f"{rec.data['mixed_calls']['mixed']} chunks riding decode calls "
+          f"({best['apart'] / best['mixed']:.3f}x), tokens identical: {same}", flush=True)
+
+
 def main(argv=None):
     import json
 
@@ -271,7 +314,7 @@ def main(argv=None):
         return init_model(Policy, arch, seed=0), word_tokenizer(arch.vocab_size), arch
 
     batches = [int(b) for b in args.batches.split(",")]
-    if "clone" in parts or "speed" in parts or "decode" in parts:
+    if {"clone", "speed", "decode", "mixed"} & set(parts):
         policy, tok, arch = model(args.model)
         if "clone" in parts:
             clone_part(policy, tok, arch, rec, args.page_size)
@@ -279,6 +322,8 @@ def main(argv=None):
             decode_part(policy, tok, arch, rec, args.page_size, batches, args.reps)
         if "speed" in parts:
             speed_part(policy, tok, arch, rec, args.page_size, batches, args.reps)
+        if "mixed" in parts:
+            mixed_part(policy, tok, arch, rec, args.page_size, args.reps)
     if "live" in parts:
         policy, tok, arch = model(args.live_model)
         live_part(policy, tok, arch, rec, args.page_size, args.budget, args.max_seq_len)

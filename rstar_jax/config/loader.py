@@ -185,6 +185,13 @@ def _check_round_methods(node) -> None:
                           f"names of {', '.join(CHOICES['eval.round_methods'])}, greedy included")
 
 
+def _check_engine(node) -> None:
+    """Keys that only one KV layout reads."""
+    if OmegaConf.select(node, "engine.mixed_prefill") and OmegaConf.select(node, "engine.kv_layout") != "paged":
+        raise ConfigError("bad value for 'engine.mixed_prefill': true needs engine.kv_layout=paged "
+                          "(the dense layout runs every prefill in a call of its own)")
+
+
 def _check_ranges(node) -> None:
     for key, rng in RANGES.items():
         value = OmegaConf.select(node, key)
@@ -247,6 +254,7 @@ def load_config(
     node = apply_overrides(node, overrides)
     _check_choices(node)
     _check_round_methods(node)
+    _check_engine(node)
     _check_ranges(node)
     _check_mesh(node)
     return OmegaConf.to_object(node)
@@ -312,5 +320,6 @@ def from_dict(data: dict) -> Config:
         raise _explain(e, "saved config") from None
     _check_choices(node)
     _check_round_methods(node)
+    _check_engine(node)
     _check_ranges(node)
     return OmegaConf.to_object(node)

@@ -190,6 +190,12 @@ class EngineConfig:
     # Pages in the pool (paged layout); 0: as many as the dense cache of
     # num_slots x max_seq_len holds. When it is full, new candidates wait.
     num_pages: int = 0
+    # Paged layout: while slots are decoding, a prefill chunk runs in the
+    # first step of the next decode call (one device call, weights read once
+    # for both) instead of a call of its own. Off by default: the decode
+    # rows then share matmuls with the chunk's, so their float32 rounding
+    # (and a seeded sample at a near-tie) depends on what rode with them.
+    mixed_prefill: bool = False
 
 
 @dataclass(frozen=True)

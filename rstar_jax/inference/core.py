@@ -486,7 +486,10 @@ class DecodeCore:
         packed.copy_to_host_async()
         return packed
 
-    def _decode_fn(self, params, state, tables, pages=None, *, path=None):
+    def _decode_fn(self, params, state, tables, pages=None, prefill=None, *, path=None):
+        """`steps` decode steps. `prefill` (paged layout): (tokens `[R, C]`,
+        positions `[R, C]`, page tables `[R, M]`) of prefill chunks that run
+        in the first step's forward pass, beside the decode rows."""
         del path  # only the jit key: the trace reads the forced path itself
         next_state, match_bits, eos_ids = tables
         policy = nnx.merge(self.graphdef, params)
@@ -497,11 +500,21 @@ class DecodeCore:
         # idle slots are never used.
         draws = slot_uniforms(state["seed"], state["candidate"], state["count"], steps)
 
-        def step(t, carry):
+        def forward(st, mixed):
+            if not mixed:
+                logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"],
+                                       pages=pages)
+                return logits[:, 0], cache
+            tokens, positions, ptables = prefill
+            flat = lambda a, b: jnp.concatenate([a.reshape(-1), b])[None]  # noqa: E731
+            h, cache = policy.model(flat(tokens, st["token"]), flat(positions, st["pos"]),
+                                    cache=st["cache"], pages=(ptables, pages))
+            return policy.logits_from_hidden(h[0, tokens.size:, None])[:, 0], cache
+
+        def step(t, carry, mixed=False):
             st, out = carry
-            logits, cache = policy(st["token"][:, None], st["pos"][:, None], cache=st["cache"],
-                                   pages=pages)
-            tok, lp = sample(logits[:, 0], None, st["temperature"], st["top_k"], st["top_p"],
+            logits, cache = forward(st, mixed)
+            tok, lp = sample(logits, None, st["temperature"], st["top_k"], st["top_p"],
                              uniforms=draws[t])
             run = st["active"]
             hit = (match_bits[st["stop_state"], tok] & st["stop_mask"]) != 0
@@ -520,7 +533,10 @@ class DecodeCore:
                   "active": run & (code == TOKEN)}
             return st, out
 
-        return jax.lax.fori_loop(0, steps, step, (state, out0))
+        carry, first = (state, out0), 0
+        if prefill is not None:
+            carry, first = step(0, carry, mixed=True), 1
+        return jax.lax.fori_loop(first, steps, step, carry)
 
 
 def power_of_two_rows(limit: int) -> List[int]:

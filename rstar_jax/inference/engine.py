@@ -108,6 +108,10 @@ class _Run:
         # the pinned pages of the context (paged).
         self.saved: Dict[int, Union[Prefill, List[int]]] = {}
         self.ready: list = []  # (slot, request, candidate) with KV in place, to arm
+        # Prefill rows ((slot, ids, start) each) that ride the next decode call
+        # (`engine.mixed_prefill`), and the tasks they finish.
+        self.riding: list = []
+        self.finishing: list = []
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -171,7 +175,9 @@ class Engine(PagedScheduling):
             self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens) if cfg.prefix_cache else None
         # Once per engine, so every command that generates (search, evaluate,
         # sample) says at start which attention its decode runs.
-        log.info("engine: %s KV layout, decode attention %s", cfg.kv_layout, self.core.planned_attention())
+        log.info("engine: %s KV layout%s, decode attention %s", cfg.kv_layout,
+                 " (prefill chunks ride decode calls)" if self.paged and cfg.mixed_prefill else "",
+                 self.core.planned_attention())
         self._eos = eos_array(tokenizer)
         self._stops: List[str] = []
         self._tables = None
@@ -334,6 +340,8 @@ class Engine(PagedScheduling):
         """
         if stops:
             self.stop_mask(stops)
+        if self.paged:
+            return self.core.warmup(self._tables, max_len, mixed=self.cfg.mixed_prefill)
         return self.core.warmup(self._tables, max_len)
 
     def attention_paths(self) -> dict:
@@ -391,6 +399,7 @@ class Engine(PagedScheduling):
                     inflight and all(job.dispatched >= job.max_new for job in self.slot_jobs.values())):
                 # Nothing to decode, or every slot ends within the calls already in
                 # flight: read those, not another call of idle steps.
+                self._land_riding(run, None)
                 while inflight:
                     self._consume(*inflight.popleft(), results)
                 continue
@@ -398,7 +407,8 @@ class Engine(PagedScheduling):
             self.core.ensure_cache_length(needed)
             for job in self.slot_jobs.values():
                 job.dispatched += steps
-            inflight.append((self.core.decode(self._tables), dict(self.slot_jobs)))
+            inflight.append((self._land_riding(run, self._decode_call),
+                             dict(self.slot_jobs)))
             if len(inflight) > 1:
                 self._consume(*inflight.popleft(), results)
         if self.core.cache_length > self.core.buckets[0]:
@@ -449,9 +459,13 @@ class Engine(PagedScheduling):
     def _prefill_some(self, run: _Run, busy: bool) -> None:
         """Batched prefill calls over the queued tasks: one call while other
         slots are decoding (so a long prompt does not stall them), else until
-        the queue is empty; then clones, saves and arms the finished prompts."""
+        the queue is empty; then clones, saves and arms the finished prompts.
+        With `engine.mixed_prefill` (paged layout) the one call while slots
+        are decoding is not made here: its rows ride the next decode call
+        (`_land_riding`), and the prompts it finishes are armed after it."""
         limit = max(self.core.chunk_lengths)
         budget = self.cfg.prefill_tokens
+        ride = busy and self.paged and self.cfg.mixed_prefill
         finished = []
         while run.queue:
             # One chunk bucket per call, the oldest task's: rows of other lengths
@@ -465,7 +479,11 @@ class Engine(PagedScheduling):
                 rows = [(t, p) for t, p in pieces if bucket(p, self.core.chunk_lengths) == c][:most]
             if rows:
                 self.core.ensure_cache_length(max(t.done + p for t, p in rows))
-                self.core.prefill_rows([(t.slot, t.ctx[t.done:t.done + p], t.done) for t, p in rows])
+                spec = [(t.slot, t.ctx[t.done:t.done + p], t.done) for t, p in rows]
+                if ride:
+                    run.riding = spec
+                else:
+                    self.core.prefill_rows(spec)
                 for t, p in rows:
                     t.done += p
             for task in [t for t in run.queue if t.done == len(t.ctx)]:
@@ -473,10 +491,36 @@ class Engine(PagedScheduling):
                 finished.append(task)
             if busy and rows:
                 break
+        if ride and run.riding:
+            run.finishing = finished
+            if run.ready:  # placed from saved pages: their KV is already in
+                self._arm(run)
+            return
         if finished:
             self._finish_tasks(run, finished)
         if run.ready:
             self._arm(run)
+
+    def _decode_call(self, rows):
+        return self.core.decode(self._tables, rows) if rows else self.core.decode(self._tables)
+
+    def _land_riding(self, run: _Run, decode):
+        """Runs the rows riding this turn: inside `decode(rows)` (a mixed
+        call; returns its result) or, with `decode` None, in a prefill call
+        of their own; then finishes and arms the prompts they complete."""
+        rows, run.riding = run.riding, []
+        out = None
+        if decode is not None:
+            out = decode(rows)
+        elif rows:
+            self.core.prefill_rows(rows)
+        if rows:
+            finished, run.finishing = run.finishing, []
+            if finished:
+                self._finish_tasks(run, finished)
+            if run.ready:
+                self._arm(run)
+        return out
 
     def _finish_tasks(self, run: _Run, tasks) -> None:
         if self.paged:

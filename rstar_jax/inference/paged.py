@@ -105,6 +105,7 @@ class PagedCore(DecodeCore):
         self.table = np.zeros((kw["num_slots"], kw["max_seq_len"] // page_size), np.int32)
         self.armed = np.zeros(kw["num_slots"], bool)
         self.view_length = 0
+        self.mixed_calls = 0  # decode calls that carried prefill rows
         super().__init__(policy, **kw)
         self.view_length = self.buckets[0]
         self._pprefill = jax.jit(self._pprefill_fn, donate_argnums=(1,))
@@ -165,9 +166,10 @@ class PagedCore(DecodeCore):
                 pages_shape=self.table.shape)
 
     # ----- device calls ---------------------------------------------------
-    def prefill_rows(self, rows, *, num_rows: Optional[int] = None,
-                     chunk: Optional[int] = None) -> None:
-        """As `DecodeCore.prefill_rows`, through each slot's page table."""
+    def prefill_arrays(self, rows, *, num_rows: Optional[int] = None,
+                       chunk: Optional[int] = None) -> tuple:
+        """(tokens, positions, page tables) of a prefill call over `rows`
+        ((slot, ids, start) each), padded to the bucketed shape."""
         longest = max((len(ids) for _, ids, _ in rows), default=1)
         c = chunk or bucket(longest, self.chunk_lengths)
         r = num_rows or bucket(len(rows), self.row_buckets[c])
@@ -178,10 +180,16 @@ class PagedCore(DecodeCore):
             tokens[k, : len(ids)] = ids
             positions[k, : len(ids)] = start + np.arange(len(ids))
             tables[k] = self.table[slot]
-        with self._ctx():
-            self.state = self._pprefill(self.params, self.state, tokens, self._view(tables), positions)
+        return tokens, positions, self._view(tables)
 
-    def _pprefill_fn(self, params, state, tokens, tables, positions):
+    def prefill_rows(self, rows, *, num_rows: Optional[int] = None,
+                     chunk: Optional[int] = None) -> None:
+        """As `DecodeCore.prefill_rows`, through each slot's page table."""
+        arrays = self.prefill_arrays(rows, num_rows=num_rows, chunk=chunk)
+        with self._ctx():
+            self.state = self._pprefill(self.params, self.state, *arrays)
+
+    def _pprefill_fn(self, params, state, tokens, positions, tables):
         policy = nnx.merge(self.graphdef, params)
         _, cache = policy.model(tokens, positions, cache=state["cache"], pages=tables)
         return {**state, "cache": self._constrain_cache([tuple(kv) for kv in cache])}
@@ -239,19 +247,28 @@ class PagedCore(DecodeCore):
         self.armed[slot] = False
         super().free(slot)
 
-    def decode(self, tables) -> jax.Array:
-        """As `DecodeCore.decode`; unarmed slots read and write the null page."""
+    def decode(self, tables, prefill=None, **kw) -> jax.Array:
+        """As `DecodeCore.decode`; unarmed slots read and write the null page.
+        `prefill`: rows ((slot, ids, start) each) of prefill chunks to run in
+        the first step's forward pass (a mixed call; `prefill_arrays`'s
+        `num_rows` / `chunk` in `kw`)."""
         pages = self._view(np.where(self.armed[:, None], self.table, 0))
+        extra = None if prefill is None else self.prefill_arrays(prefill, **kw)
+        self.mixed_calls += extra is not None
         with self._ctx():
-            self.state, packed = self._decode(self.params, self.state, tables, pages,
+            self.state, packed = self._decode(self.params, self.state, tables, pages, extra,
                                               path=attention_paths.forced_path())
         packed.copy_to_host_async()
         return packed
 
-    def warmup(self, tables, max_len: Optional[int] = None) -> dict:
+    def _decode_now(self, tables, prefill=None, **kw) -> np.ndarray:
+        return np.asarray(self.decode(tables, prefill, **kw))
+
+    def warmup(self, tables, max_len: Optional[int] = None, mixed: bool = False) -> dict:
         """Compiles every shape `Engine.generate` meets up to `max_len` (see
         `DecodeCore.warmup`): per view length every prefill shape and the
-        decode; the page copy and arming once. Touches only the null page."""
+        decode (with `mixed`, also the decode carrying each prefill shape);
+        the page copy and arming once. Touches only the null page."""
         lengths = [b for b in self.buckets if b <= (max_len or self.max_seq_len)]
         params = SamplingParams(max_new_tokens=1, temperature=0.0)
         report: dict = {}
@@ -273,6 +290,8 @@ class PagedCore(DecodeCore):
             for c in self.chunk_lengths:
                 for r in self.row_buckets[c] if c <= size else ():
                     timed("prefill", self.prefill_rows, [], num_rows=r, chunk=c)
+                    if mixed:
+                        timed("mixed", self._decode_now, tables, [], num_rows=r, chunk=c)
             timed("decode", lambda: np.asarray(self.decode(tables)))
         self.table[:] = saved
         self.copied_bytes = copied

@@ -180,7 +180,8 @@ class Decoder(nnx.Module):
 
         `slots [B]`: the cache rows the batch rows own (prefill into decode
         slots); `pages [B, M]`: the rows' page tables when `cache` is a page
-        pool per layer (see `layers.Attention`). Returns (hidden `[B, T, D]`,
+        pool per layer, or a pair of tables (prefill rows, decode rows) for a
+        mixed call with tokens `[1, R * C + B]` (see `layers.Attention._paged`). Returns (hidden `[B, T, D]`,
         new cache or None).
         """
         if positions is None:

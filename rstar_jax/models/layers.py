@@ -223,25 +223,45 @@ class Attention(nnx.Module):
     def _paged(self, x, positions, cache, pages):
         """Attention over a page pool: writes this call's keys/values into
         their pages, then runs the dense decode / prefill attention over each
-        row's pages (`paged_decode_attention` picks the path per backend)."""
+        row's pages (`paged_decode_attention` picks the path per backend).
+
+        `pages` may be a pair `(prefill [R, M], decode [B, M])`: a mixed call,
+        x `[1, R * C + B, D]` holding R prefill chunks of C tokens and then B
+        decode tokens (one device call for both, so the projections and the
+        MLP read the weights once); each part writes and reads its own rows'
+        pages, the prefill part first."""
         q = self._proj(x, self.q, self.q_bias if self.bias else None)
         k = self._proj(x, self.k, self.k_bias if self.bias else None)
         v = self._proj(x, self.v, self.v_bias if self.bias else None)
         cos, sin = rope_tables(positions, self.head_dim, self.rope_theta)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        pool_k, pool_v = cache
-        pool_k, pool_v = write_pages(pool_k, k, pages, positions), write_pages(pool_v, v, pages, positions)
         b, t = x.shape[:2]
         groups = self.heads // self.kv_heads
         qg = q.reshape(b, t, self.kv_heads, groups, self.head_dim)
-        if t == 1:
-            out = paged_decode_attention(qg[:, 0], pool_k, pool_v, pages, positions[:, 0], self.dtype)
+        pool_k, pool_v = cache
+        if isinstance(pages, tuple):
+            pre, dec = pages
+            r, nd = pre.shape[0], dec.shape[0]
+            c = (t - nd) // r
+            split = lambda a: (a[0, : r * c].reshape(r, c, *a.shape[2:]),  # noqa: E731
+                               a[0, r * c:].reshape(nd, 1, *a.shape[2:]))
+            parts = list(zip((pre, dec), split(qg), split(k), split(v), split(positions)))
         else:
-            vk, vv = gather_pages(pool_k, pages), gather_pages(pool_v, pages)
-            out = prefill_attention(qg, vk, vv, jnp.arange(b), positions, self.dtype)
-        out = out.reshape(b, t, self.heads, self.head_dim)
+            parts = [(pages, qg, k, v, positions)]
+        for tables, _, kp, vp, pos in parts:
+            pool_k, pool_v = write_pages(pool_k, kp, tables, pos), write_pages(pool_v, vp, tables, pos)
+        outs = []
+        for tables, qp, _, _, pos in parts:
+            rows, steps = pos.shape
+            if steps == 1:
+                out = paged_decode_attention(qp[:, 0], pool_k, pool_v, tables, pos[:, 0], self.dtype)
+            else:
+                vk, vv = gather_pages(pool_k, tables), gather_pages(pool_v, tables)
+                out = prefill_attention(qp, vk, vv, jnp.arange(rows), pos, self.dtype)
+            outs.append(out.reshape(rows * steps, self.heads * self.head_dim))
+        out = jnp.concatenate(outs).reshape(b, t, -1) if len(outs) > 1 else outs[0].reshape(b, t, -1)
         wo = self.o[...].astype(self.dtype)
-        out = out.reshape(b, t, -1) @ wo.reshape(-1, wo.shape[-1])
+        out = out @ wo.reshape(-1, wo.shape[-1])
         return out, (pool_k, pool_v)
 
 

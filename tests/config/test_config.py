@@ -252,3 +252,12 @@ def test_round_methods_are_distinct_known_names_with_greedy(value):
         load_config(None, [f"eval.round_methods={value}"])
     assert load_config(None, ["eval.round_methods=[greedy,mcts_ppm]"]).eval.round_methods == [
         "greedy", "mcts_ppm"]
+
+
+def test_mixed_prefill_needs_the_paged_layout():
+    """Only the paged engine rides prefill chunks on decode calls: asking it
+    of the dense one is refused at load, not ignored."""
+    with pytest.raises(ConfigError, match="engine.mixed_prefill.*kv_layout=paged"):
+        load_config(None, ["engine.mixed_prefill=true"])
+    cfg = load_config(None, ["engine.kv_layout=paged", "engine.mixed_prefill=true"])
+    assert cfg.engine.mixed_prefill and cfg.engine.kv_layout == "paged"

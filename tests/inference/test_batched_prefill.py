@@ -96,7 +96,9 @@ def test_prefix_cache_full_and_partial_hits_are_exact(policy, tokenizer):
         assert [c.token_ids for c in out] == [c.token_ids for c in ref]
 
 
-def test_whole_search_compiles_nothing_after_warmup():
+@pytest.mark.parametrize("layout", [(), ("engine.kv_layout=paged", "engine.page_size=16",
+                                           "engine.mixed_prefill=true")], ids=["dense", "paged-mixed"])
+def test_whole_search_compiles_nothing_after_warmup(layout):
     from search.search_helpers import add_problems, make_cfg
 
     from rstar_jax.data.prompts import STEP_STOPS
@@ -106,7 +108,7 @@ def test_whole_search_compiles_nothing_after_warmup():
     tok = mock.tiny_step_tokenizer(boxed_answers=("7", "8"))
     cfg = tiny_cfg(f"model.vocab_size={len(tok)}", "engine.num_slots=8", "engine.max_seq_len=256",
                    "engine.prefill_buckets=[64,128]", "engine.prefill_chunk=64",
-                   "engine.prefill_tokens=128", "engine.truncation=left")
+                   "engine.prefill_tokens=128", "engine.truncation=left", *layout)
     policy = Policy(ArchConfig.from_model_config(cfg.model), rngs=nnx.Rngs(3))
     engine = Engine(policy, tok, cfg.engine)
     search_cfg = make_cfg(seed=1, rollouts=3, candidates=3, max_depth=3, trees_in_flight=2,
@@ -115,6 +117,8 @@ def test_whole_search_compiles_nothing_after_warmup():
     report = engine.warmup(stops=STEP_STOPS)  # the search's stops size the decode's tables
     assert report["prefill"]["shapes"] == 2 * 3  # rows {1, 2} x cache lengths {64, 128, 256}
     assert report["total_seconds"] > 0
+    if layout:  # and the same shapes again inside decode calls
+        assert report["mixed"]["shapes"] == 2 * 3
     driver = MCTSDriver(search_cfg, engine, mock.FakeExecutor(), mock.MockScorer(hashed=True),
                         mock.MOCK_HOOKS)
     done = []
@@ -123,6 +127,8 @@ def test_whole_search_compiles_nothing_after_warmup():
     assert len(done) == 3 and driver.timers.engine_calls >= 3
     assert engine.prefix_cache.hits >= 1  # children reused their parents' KV
     assert len(compiles) == 0
+    if layout:
+        assert engine.core.mixed_calls >= 1
 
 
 @pytest.mark.parametrize("chunk,budget,row_buckets,rows", [

@@ -133,3 +133,38 @@ def test_explicit_insert_and_decode_match_dense(dense, paged, tokenizer):
         rows.append(out)
     np.testing.assert_array_equal(rows[0], rows[1])
     assert paged.core.pool.used == 0
+
+
+def test_prefill_rows_riding_decode_calls_give_the_same_tokens(policy, tokenizer):
+    """More candidates than slots and prompts of several chunks: with
+    `engine.mixed_prefill` the chunks prefilled while slots decode run
+    inside decode calls (also with jax's GPU paged kernel as the decode
+    attention, interpreted here). Tokens are the dense engine's; log-probs
+    too up to float32 rounding (a mixed call's matmuls have more rows, and
+    XLA:CPU rounds per shape); without the switch, bit for bit."""
+    from rstar_jax.models import decode_attention as da
+
+    # The first request's candidates decode long while the others come and go.
+    shapes = [(5, 40), (30, 8), (23, 12), (12, 10), (17, 14), (9, 9)]  # (prompt tokens, max new)
+    reqs = [GenerationRequest(prompt_with_tokens(tokenizer, n, i),
+                              SamplingParams(n=2, max_new_tokens=m, temperature=1.0, seed=3 + i))
+            for i, (n, m) in enumerate(shapes)]
+    # A fresh dense engine: one whose cache an earlier call left longer
+    # decodes over more (masked) keys, which XLA:CPU rounds differently.
+    fresh = engine_with(policy, tokenizer, "engine.kv_layout=dense", "engine.prefix_cache=false")
+    want = outputs(fresh.generate(reqs))
+    apart = engine_with(policy, tokenizer, *PAGED, "engine.prefix_cache=false")
+    assert outputs(apart.generate(reqs)) == want
+    assert apart.core.mixed_calls == 0  # off by default
+    mixed = engine_with(policy, tokenizer, *PAGED, "engine.prefix_cache=false", "engine.mixed_prefill=true")
+    for path in ("auto", "paged_gpu"):
+        calls = mixed.core.mixed_calls
+        with da.decode_attention_path(path):
+            got = outputs(mixed.generate(reqs))
+        assert mixed.core.mixed_calls - calls >= 3  # the 23-token prompt's 3 chunks at least
+        assert [[c[0] for c in r] for r in got] == [[c[0] for c in r] for r in want]
+        assert [[c[2] for c in r] for r in got] == [[c[2] for c in r] for r in want]
+        np.testing.assert_allclose([c[1] for r in got for c in r], [c[1] for r in want for c in r],
+                                   rtol=1e-6)
+        assert mixed.core.pool.used == 0
+    assert "paged_gpu" in mixed.attention_paths()
