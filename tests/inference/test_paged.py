@@ -3,7 +3,7 @@ no full page, a prefix cache of shared pages, and a full pool that waits."""
 
 import numpy as np
 import pytest
-from inference.inference_helpers import tiny_cfg
+from inference.inference_helpers import tiny_arch, tiny_cfg
 from inference.test_engine import SMALL, prompt_with_tokens
 
 from rstar_jax.inference import Engine, GenerationRequest, SamplingParams
@@ -168,3 +168,29 @@ def test_prefill_rows_riding_decode_calls_give_the_same_tokens(policy, tokenizer
                                    rtol=1e-6)
         assert mixed.core.pool.used == 0
     assert "paged_gpu" in mixed.attention_paths()
+
+
+def test_riding_prefill_on_eight_devices_matches_one_device(tokenizer):
+    """The mixed call on a mesh (pool over kv heads, the flat token batch of
+    one row): the same tokens as on one device."""
+    import jax
+    from flax import nnx
+    from jax.sharding import AxisType
+
+    from rstar_jax.models import Policy
+
+    assert jax.device_count() == 8
+    cfg = tiny_cfg(*SMALL, "engine.prefill_chunk=8", "engine.prefill_tokens=16", *PAGED,
+                   "engine.mixed_prefill=true", "engine.prefix_cache=false")
+    policy = Policy(tiny_arch(cfg), rngs=nnx.Rngs(0))
+    shapes = [(5, 30), (21, 6), (17, 8), (12, 5)]  # (prompt tokens, max new)
+    reqs = [GenerationRequest(prompt_with_tokens(tokenizer, n, i),
+                              SamplingParams(n=2, max_new_tokens=m, temperature=0.0))
+            for i, (n, m) in enumerate(shapes)]
+    single = Engine(policy, tokenizer, cfg.engine)
+    want = single.generate(reqs)
+    mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+    sharded = Engine(policy, tokenizer, cfg.engine, mesh=mesh, rules=cfg.mesh.inference_rules)
+    got = sharded.generate(reqs)
+    assert single.core.mixed_calls >= 2 and sharded.core.mixed_calls == single.core.mixed_calls
+    assert [[c.token_ids for c in r] for r in got] == [[c.token_ids for c in r] for r in want]
