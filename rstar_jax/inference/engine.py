@@ -399,7 +399,7 @@ class Engine(PagedScheduling):
                     inflight and all(job.dispatched >= job.max_new for job in self.slot_jobs.values())):
                 # Nothing to decode, or every slot ends within the calls already in
                 # flight: read those, not another call of idle steps.
-                self._land_riding(run, None)
+                self._land_riding(run, decode=False)
                 while inflight:
                     self._consume(*inflight.popleft(), results)
                 continue
@@ -407,8 +407,7 @@ class Engine(PagedScheduling):
             self.core.ensure_cache_length(needed)
             for job in self.slot_jobs.values():
                 job.dispatched += steps
-            inflight.append((self._land_riding(run, self._decode_call),
-                             dict(self.slot_jobs)))
+            inflight.append((self._land_riding(run, decode=True), dict(self.slot_jobs)))
             if len(inflight) > 1:
                 self._consume(*inflight.popleft(), results)
         if self.core.cache_length > self.core.buckets[0]:
@@ -492,34 +491,30 @@ class Engine(PagedScheduling):
             if busy and rows:
                 break
         if ride and run.riding:
-            run.finishing = finished
-            if run.ready:  # placed from saved pages: their KV is already in
-                self._arm(run)
-            return
+            # Finished after the decode call they ride; arm now only the
+            # candidates placed from saved pages (their KV is already in).
+            run.finishing, finished = finished, []
+        self._finish_and_arm(run, finished)
+
+    def _finish_and_arm(self, run: _Run, finished) -> None:
         if finished:
             self._finish_tasks(run, finished)
         if run.ready:
             self._arm(run)
 
-    def _decode_call(self, rows):
-        return self.core.decode(self._tables, rows) if rows else self.core.decode(self._tables)
-
-    def _land_riding(self, run: _Run, decode):
-        """Runs the rows riding this turn: inside `decode(rows)` (a mixed
-        call; returns its result) or, with `decode` None, in a prefill call
-        of their own; then finishes and arms the prompts they complete."""
+    def _land_riding(self, run: _Run, decode: bool):
+        """Runs the rows riding this turn: inside the decode call (`decode`;
+        returns its result) or else in a prefill call of their own; then
+        finishes and arms the prompts they complete."""
         rows, run.riding = run.riding, []
         out = None
-        if decode is not None:
-            out = decode(rows)
+        if decode:
+            out = self.core.decode(self._tables, rows) if rows else self.core.decode(self._tables)
         elif rows:
             self.core.prefill_rows(rows)
         if rows:
             finished, run.finishing = run.finishing, []
-            if finished:
-                self._finish_tasks(run, finished)
-            if run.ready:
-                self._arm(run)
+            self._finish_and_arm(run, finished)
         return out
 
     def _finish_tasks(self, run: _Run, tasks) -> None:

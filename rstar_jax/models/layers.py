@@ -259,7 +259,7 @@ class Attention(nnx.Module):
                 vk, vv = gather_pages(pool_k, tables), gather_pages(pool_v, tables)
                 out = prefill_attention(qp, vk, vv, jnp.arange(rows), pos, self.dtype)
             outs.append(out.reshape(rows * steps, self.heads * self.head_dim))
-        out = jnp.concatenate(outs).reshape(b, t, -1) if len(outs) > 1 else outs[0].reshape(b, t, -1)
+        out = jnp.concatenate(outs).reshape(b, t, -1)
         wo = self.o[...].astype(self.dtype)
         out = out @ wo.reshape(-1, wo.shape[-1])
         return out, (pool_k, pool_v)
